@@ -1,0 +1,1 @@
+"""The Deploy Agent: refuses anything but the four-step plan, runs it against Docker, audits it."""

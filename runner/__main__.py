@@ -1,0 +1,5 @@
+"""`python -m runner` is `deployplan`."""
+
+from runner.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""The one plan module: load, render and validate a plan; used by the CLI and imported by the agent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.errors import InvalidInput
+from runner.problems import Problem, field_path
+from runner.render import check_inputs, render_values
+from runner.schema import schema_errors
+from runner.yamlsource import MAX_BYTES, load_yaml
+
+STEP_ACTIONS = ("pull", "stop_remove", "start", "verify")
+
+Where = Callable[..., tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A rendered plan that passed every check; `data` is exactly what is sent to the agent."""
+
+    source: str
+    data: dict[str, Any]
+
+    @property
+    def environment(self) -> str:
+        return str(self.data["environment"])
+
+    @property
+    def image(self) -> str:
+        return str(self.data["image"])
+
+    @property
+    def repository(self) -> str:
+        return self.image.rpartition(":")[0]
+
+    @property
+    def tag(self) -> str:
+        return self.image.rpartition(":")[2]
+
+    def step(self, action: str) -> dict[str, Any]:
+        """The options of one step by its action."""
+        step: dict[str, Any] = self.data["steps"][STEP_ACTIONS.index(action)]
+        return step
+
+
+def read_plan_file(path: Path) -> bytes:
+    """The raw bytes of a plan file, refusing what is not a readable, small regular file."""
+    name = str(path)
+    try:
+        if not path.is_file():
+            raise InvalidInput([Problem(name, 0, 0, "", "no such plan file (or not a regular file)")])
+        if path.stat().st_size > MAX_BYTES:
+            raise InvalidInput([Problem(name, 0, 0, "", f"file is {path.stat().st_size} bytes; a plan may have at most {MAX_BYTES}")])
+        return path.read_bytes()
+    except OSError as e:
+        raise InvalidInput([Problem(name, 0, 0, "", f"cannot read: {e.strerror}")]) from e
+
+
+def load_plan(raw: bytes, *, source: str, env: str, tag: str, repository: str) -> Plan:
+    """Parse, check the inputs, render, validate; raises InvalidInput with every problem found."""
+    inputs, problems = check_inputs(env=env, tag=tag, repository=repository, source=source)
+    if problems:
+        raise InvalidInput(problems)
+    located = load_yaml(raw, filename=source)
+    rendered, problems = render_values(located.data, inputs=inputs, source=source, where=located.where)
+    if problems:
+        raise InvalidInput(problems)
+    problems = check_plan(rendered, source=source, where=located.where, env=inputs.env, tag=inputs.tag)
+    if problems:
+        raise InvalidInput(problems)
+    return Plan(source=source, data=rendered)
+
+
+def check_plan(
+    data: Any, *, source: str, where: Where | None = None, env: str | None = None, tag: str | None = None
+) -> list[Problem]:
+    """Every problem of a rendered plan: the schema, the four-step template, and the rules a schema cannot say."""
+
+    def problem(path: tuple[str | int, ...], message: str, *, key: bool = False) -> Problem:
+        line, col = where(path, key=key) if where else (0, 0)
+        return Problem(source, line, col, field_path(path), message)
+
+    found = schema_errors("plan.schema.json", data)
+    # A step in the wrong place also fails its options' checks; its place is the one thing worth saying.
+    misplaced = {path[:2] for path, _, message in found if path[-1:] == ("action",) and path[:1] == ("steps",)}
+    problems = [
+        problem(path, message, key=is_key)
+        for path, is_key, message in found
+        if path[:2] not in misplaced or path[-1:] == ("action",)
+    ]
+    problems.extend(problem(path, message) for path, message in _rules(data, env=env, tag=tag))
+    return sorted(problems, key=lambda p: (p.line, p.col, p.field))
+
+
+def _rules(data: Any, *, env: str | None, tag: str | None) -> list[tuple[tuple[str | int, ...], str]]:
+    if not isinstance(data, dict):
+        return []  # the schema already says what a plan must be
+    found = [(path, "control characters (newline, tab, ...) are not allowed") for path in _control_characters(data, ())]
+    steps = data.get("steps")
+    if isinstance(steps, list) and len(steps) == 4 and isinstance(steps[3], dict):
+        timeout, stable_for = steps[3].get("timeout"), steps[3].get("stable_for")
+        if isinstance(timeout, int) and isinstance(stable_for, int) and stable_for > timeout:
+            found.append(
+                (("steps", 3, "stable_for"), f"{stable_for} is above the step's timeout ({timeout}); it must fit in it")
+            )
+    if env is not None and isinstance(data.get("environment"), str) and data["environment"] != env:
+        found.append((("environment",), f"renders to {data['environment']!r} but the requested environment is {env!r}"))
+    image = data.get("image")
+    if tag is not None and isinstance(image, str) and ":" in image and image.rpartition(":")[2] != tag:
+        found.append((("image",), f"image tag is {image.rpartition(':')[2]!r} but the requested tag is {tag!r}"))
+    return found
+
+
+def _control_characters(value: Any, path: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
+    # Schema patterns are matched with re.search, where `$` also matches before a final newline.
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _control_characters(v, (*path, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _control_characters(v, (*path, i))]
+    if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return [path]
+    return []
+
+
+def describe_steps(plan: Plan) -> list[tuple[str, str]]:
+    """What each of the four steps will ask the agent to do, in order, from the plan alone."""
+    pull, stop, verify = plan.step("pull"), plan.step("stop_remove"), plan.step("verify")
+    env = plan.environment
+    return [
+        ("pull", f"pull {plan.image} (at most {pull['timeout']} s); refuse if the tag now names another digest"),
+        ("stop_remove", f"stop the {env} container (grace {stop['stop_timeout']} s) and remove it, if there is one"),
+        ("start", f"start a new {env} container from {plan.image} with the variables below"),
+        (
+            "verify",
+            f"within {verify['timeout']} s, the container must be running (and healthy, if the image has a "
+            f"healthcheck) and stay up without a restart for {verify['stable_for']} s",
+        ),
+    ]

@@ -1,0 +1,116 @@
+"""Rendering of a plan's string values with exactly three variables: env, tag and repository."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from runner.problems import Problem, field_path
+from runner.schema import PLAN_SCHEMA
+
+VARIABLES = ("env", "tag", "repository")
+ENVIRONMENTS = tuple(PLAN_SCHEMA["$defs"]["environment"]["enum"])
+TAG_PATTERN = re.compile(PLAN_SCHEMA["$defs"]["tag"]["pattern"])
+# Both halves of owner/repo must be valid Docker path components once lowercased.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY_PATTERN = re.compile(rf"^{_COMPONENT}/{_COMPONENT}$")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The validated values a plan is rendered with."""
+
+    env: str
+    tag: str
+    repository: str
+
+
+def check_inputs(*, env: str, tag: str, repository: str, source: str) -> tuple[Inputs, list[Problem]]:
+    """Validate env, tag and repository before any rendering; the repository is lowercased."""
+    problems = []
+    if env not in ENVIRONMENTS:
+        problems.append(Problem(source, 0, 0, "--env", f"{env!r} is not an environment; use one of {', '.join(ENVIRONMENTS)}"))
+    if not TAG_PATTERN.fullmatch(tag):
+        problems.append(
+            Problem(source, 0, 0, "--tag", f"{tag!r}: tag must be a full 40-hex commit SHA or a semantic version like 1.0.3")
+        )
+    repository = repository.lower()
+    if not REPOSITORY_PATTERN.fullmatch(repository):
+        problems.append(
+            Problem(source, 0, 0, "--repository", f"{repository!r} is not owner/repo (e.g. acme/trader, from GITHUB_REPOSITORY)")
+        )
+    return Inputs(env=env, tag=tag, repository=repository), problems
+
+
+class _Renderer:
+    """A sandbox that knows only the three variables and refuses every other template construct."""
+
+    def __init__(self, inputs: Inputs) -> None:
+        self.jinja = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        # Nothing from outside is reachable: no globals (range, lipsum, cycler, ...), no filters, no tests.
+        self.jinja.globals.clear()
+        self.jinja.filters.clear()
+        self.jinja.tests.clear()
+        self.context = {"env": inputs.env, "tag": inputs.tag, "repository": inputs.repository}
+
+    def render(self, text: str) -> str:
+        """Render one string, or raise ValueError saying which construct is not allowed."""
+        if "{" not in text:
+            return text
+        try:
+            tree = self.jinja.parse(text)
+        except TemplateError as e:
+            raise ValueError(f"invalid template: {e.message}") from e
+        for node in tree.iter_child_nodes():
+            _check_allowed(node)
+        try:
+            return self.jinja.from_string(tree).render(self.context)
+        except TemplateError as e:  # pragma: no cover - the allow-list leaves nothing that can fail here
+            raise ValueError(f"template error: {e.message}") from e
+
+
+def _check_allowed(node: nodes.Node) -> None:
+    if not isinstance(node, nodes.Output):
+        raise ValueError(f"template statements ({_describe(node)}) are not allowed; only {_allowed()} may appear")
+    for child in node.nodes:
+        if isinstance(child, nodes.TemplateData):
+            continue
+        if isinstance(child, nodes.Name) and child.ctx == "load":
+            if child.name not in VARIABLES:
+                raise ValueError(f"unknown variable {child.name!r}; only {_allowed()} may appear")
+            continue
+        raise ValueError(f"template expression ({_describe(child)}) is not allowed; only {_allowed()} may appear")
+
+
+def _describe(node: nodes.Node) -> str:
+    return type(node).__name__.lower()
+
+
+def _allowed() -> str:
+    return ", ".join("{{ " + v + " }}" for v in VARIABLES)
+
+
+def render_values(data: Any, *, inputs: Inputs, source: str, where: Any) -> tuple[Any, list[Problem]]:
+    """Render every string value (never keys, never raw YAML text); collect a problem per bad template."""
+    renderer = _Renderer(inputs)
+    problems: list[Problem] = []
+
+    def walk(value: Any, path: tuple[str | int, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, (*path, i)) for i, v in enumerate(value)]
+        if isinstance(value, str):
+            try:
+                return renderer.render(value)
+            except ValueError as e:
+                line, col = where(path)
+                problems.append(Problem(source, line, col, field_path(path), str(e)))
+                return value
+        return value
+
+    return walk(data, ()), problems

@@ -1,0 +1,69 @@
+"""The local commands (lint, render, dry-run) of the installed CLI, run as a subprocess from another directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import Cli
+
+SECRET = "canary-secret-value-0123456789"
+RUNTIME_ENV = {"RUNTIME_ENV": "dev", "RUNTIME_LOG_LEVEL": "info", "RUNTIME_API_TOKEN": SECRET}
+
+
+def test_lint_of_the_repository_is_clean(cli: Cli, workspace: Path) -> None:
+    result = cli.run("lint", cwd=workspace)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_render_lowercases_the_repository(cli: Cli, workspace: Path) -> None:
+    result = cli.run("render", "plans/runtime.yaml", "--env", "prod", "--tag", "1.0.3", "--repository", "Acme/Trader", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert "image: ghcr.io/acme/trader/runtime:1.0.3" in result.stdout
+    assert "environment: prod" in result.stdout
+
+
+def test_render_json_takes_the_repository_from_github(cli: Cli, workspace: Path) -> None:
+    result = cli.run(
+        "render", "plans/runtime.yaml", "--env", "dev", "--tag", "a" * 40, "--format", "json",
+        cwd=workspace, env={"GITHUB_REPOSITORY": "Owner/Repo"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["image"] == f"ghcr.io/owner/repo/runtime:{'a' * 40}"
+
+
+def test_render_without_repository_is_a_usage_error(cli: Cli, workspace: Path) -> None:
+    result = cli.run("render", "plans/runtime.yaml", "--env", "dev", "--tag", "1.0.0", cwd=workspace)
+    assert result.returncode == 2
+    assert "--repository is required" in result.stderr
+
+
+def test_dry_run_lists_the_four_actions_and_masks_secrets(cli: Cli, workspace: Path) -> None:
+    result = cli.run(
+        "dry-run", "plans/runtime.yaml", "--env", "dev", "--tag", "1.0.3", "--repository", "acme/trader",
+        cwd=workspace, env=RUNTIME_ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    actions = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("  ") and line.strip()[0].isdigit()]
+    assert actions == ["pull", "stop_remove", "start", "verify"]
+    assert "RUNTIME_API_TOKEN=****" in result.stdout
+    assert "RUNTIME_LOG_LEVEL=info" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_dry_run_names_every_missing_required_variable(cli: Cli, workspace: Path) -> None:
+    result = cli.run(
+        "dry-run", "plans/runtime.yaml", "--env", "dev", "--tag", "1.0.3", "--repository", "acme/trader",
+        cwd=workspace, env={"RUNTIME_ENV": "dev"},
+    )
+    assert result.returncode == 2
+    assert "RUNTIME_LOG_LEVEL, RUNTIME_API_TOKEN" in result.stderr
+
+
+def test_lint_in_github_actions_annotates_the_line(cli: Cli, workspace: Path) -> None:
+    plan = workspace / "plans" / "runtime.yaml"
+    plan.write_text(plan.read_text().replace("action: stop_remove", "action: restart"))
+    result = cli.run("lint", cwd=workspace, env={"GITHUB_ACTIONS": "true"})
+    assert result.returncode == 1
+    assert "plans/runtime.yaml:10:13: steps[1].action: step 2 must be 'stop_remove'" in result.stderr
+    assert "::error file=plans/runtime.yaml,line=10,col=13::steps[1].action: step 2 must be 'stop_remove'" in result.stdout

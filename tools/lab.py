@@ -1,0 +1,208 @@
+"""The local lab: a throwaway registry and the example runtime image (tests, demo)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Self
+
+import docker
+import docker.errors
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RUNTIME_DIR = REPO_ROOT / "infra" / "runtime"
+BUSYBOX = Path("/bin/busybox")
+READY_TIMEOUT = 15.0
+STOP_GRACE = 5.0
+
+
+class LabError(Exception):
+    """A lab resource could not be set up or used."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Registry:
+    """A `docker-registry serve` process on loopback; its storage is a temp dir it owns."""
+
+    def __init__(self, *, port: int | None = None) -> None:
+        self.port = port if port is not None else free_port()
+        self._dir: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        """Start serving; after `stop(keep_storage=True)`, same port and same storage."""
+        if self._process is not None:
+            raise LabError(f"registry {self.host} is already running")
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="deployplan-registry-"))
+        config = self._dir / "config.yml"
+        # JSON is YAML, and keeps this module stdlib-only.
+        config.write_text(json.dumps(self._config(self._dir)), encoding="utf-8")
+        with open(self._dir / "registry.log", "ab") as log:
+            command = ["docker-registry", "serve", str(config)]
+            try:
+                self._process = subprocess.Popen(command, stdout=log, stderr=log)
+            except FileNotFoundError as e:
+                raise LabError(
+                    "docker-registry not found: install docker-registry"
+                ) from e
+        self._wait_ready()
+        return self
+
+    def stop(self, *, keep_storage: bool = False) -> None:
+        """Stop the process; remove its temp dir unless `keep_storage`."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if not keep_storage and self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _config(self, root: Path) -> dict[str, Any]:
+        return {
+            "version": "0.1",
+            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(root / "storage")},
+                "delete": {"enabled": True},
+            },
+            # A fixed secret keeps a startup warning out of the log.
+            "http": {"addr": self.host, "secret": secrets.token_hex(16)},
+        }
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        while self._process.poll() is None and time.monotonic() < deadline:
+            if _answers_200(f"http://{self.host}/v2/"):
+                return
+            time.sleep(0.1)
+        code = self._process.poll()
+        # Keep the storage and the log: the caller's stop() removes them.
+        self.stop(keep_storage=True)
+        why = f"exited with {code}" if code is not None else "did not answer /v2/"
+        raise LabError(
+            f"registry {self.host} {why} within {READY_TIMEOUT:.0f}s; log tail:\n"
+            f"{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 20) -> str:
+        path = self._dir / "registry.log" if self._dir else None
+        if path is None or not path.exists():
+            return "(no log)"
+        tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        return "\n".join(tail) or "(empty log)"
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except urllib.error.HTTPError as e:
+        e.close()  # it holds the response, which would warn when collected
+        return False
+    except OSError:  # URLError included: not listening yet
+        return False
+
+
+def build_runtime_image(
+    client: docker.DockerClient, ref: str, *, label: str | None = None
+) -> str:
+    """Build infra/runtime/ as `ref`; a distinct `label` gives a distinct digest."""
+    if not BUSYBOX.is_file():
+        raise LabError(f"{BUSYBOX} not found: install busybox-static")
+    labels = {"deployplan.lab.variant": label} if label is not None else None
+    with tempfile.TemporaryDirectory(prefix="deployplan-runtime-context-") as tmp:
+        context = Path(tmp) / "context"
+        shutil.copytree(RUNTIME_DIR, context)
+        shutil.copy2(BUSYBOX, context / "busybox")
+        try:
+            image, _log = client.images.build(
+                path=str(context), tag=ref, rm=True, forcerm=True, labels=labels
+            )
+        except docker.errors.BuildError as e:
+            output = "".join(str(record.get("stream", "")) for record in e.build_log)
+            raise LabError(f"building {ref} failed: {e.msg}\n{output[-2000:]}") from e
+        except docker.errors.APIError as e:
+            raise LabError(f"building {ref} failed: {e.explanation or e}") from e
+    return str(image.id)
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """Split `registry[:port]/path/name:tag` into repository and tag."""
+    repository, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag or not repository:
+        raise LabError(f"image {ref}: expected <repository>:<tag>")
+    return repository, tag
+
+
+def push(client: docker.DockerClient, ref: str) -> str:
+    """Push `ref`, checking every progress record; return the pushed digest."""
+    repository, tag = split_ref(ref)
+    digest: str | None = None
+    # Read the stream to its end first, so its connection is always closed.
+    records = list(client.api.push(repository, tag=tag, stream=True, decode=True))
+    for record in records:
+        if "error" in record or "errorDetail" in record:
+            detail = record.get("errorDetail") or {}
+            raise LabError(
+                f"pushing {ref} failed: {detail.get('message') or record.get('error')}"
+            )
+        aux = record.get("aux") or {}
+        if "Digest" in aux:
+            digest = str(aux["Digest"])
+    if digest is None:
+        raise LabError(f"pushing {ref}: the engine reported no digest")
+    return digest
+
+
+def remove_images(client: docker.DockerClient, prefix: str) -> None:
+    """Untag (force) every local tag starting with `prefix`; untagged images go."""
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(prefix):
+                with contextlib.suppress(docker.errors.ImageNotFound):
+                    client.images.remove(tag, force=True)
+
+
+def remove_containers(client: docker.DockerClient, names_prefix: str) -> None:
+    """Remove (force) every container, any state, whose name starts with the prefix."""
+    # The engine's name filter is a substring match: check the prefix here.
+    for container in client.containers.list(all=True, filters={"name": names_prefix}):
+        if container.name is not None and container.name.startswith(names_prefix):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
