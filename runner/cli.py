@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,13 +15,19 @@ from typing import NoReturn, TextIO
 
 import yaml
 
+from agent.audit import AuditError, ChainBroken, verify_file
 from runner import __version__
+from runner.apply import Printer, deadline_seconds, follow, send, verify_status
+from runner.client import AgentClient, Credentials
 from runner.envschema import DEFAULT_PATH as ENV_SCHEMA_PATH
-from runner.envschema import load_env_schema
+from runner.envschema import EnvSchema, load_env_schema
 from runner.errors import AgentRefused, AgentUnreachable, DeployFailed, DeployplanError, InvalidInput, UsageError
+from runner.github import append_summary, mask_lines, redact, summary_markdown
 from runner.lint import lint
 from runner.plan import Plan, describe_steps, load_plan, read_plan_file
 from runner.problems import Problem
+from runner.report import dry_run_report, status_table
+from runner.secrets import Secret, reveal
 from runner.workflowcheck import DEFAULT_PATH as WORKFLOW_PATH
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_AGENT = 0, 1, 2, 3
@@ -72,6 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("dry-run", help="show exactly what a deploy would do; touches nothing")
     _plan_arguments(p)
     p.add_argument("--env-schema", type=Path, default=ENV_SCHEMA_PATH, help="the variable table (default: %(default)s)")
+    p.add_argument("--agent", help="ask this agent what it would do (default: DEPLOY_AGENT_URL, else local only)")
+
+    p = commands.add_parser("apply", help="deploy: send the plan, follow the four steps, verify the result")
+    _plan_arguments(p)
+    p.add_argument("--env-schema", type=Path, default=ENV_SCHEMA_PATH, help="the variable table (default: %(default)s)")
+    p.add_argument("--agent", help="the agent's URL (default: DEPLOY_AGENT_URL)")
+    p.add_argument("--confirm", help="required for prod: exactly prod:<tag>")
+
+    p = commands.add_parser("status", help="show what runs where")
+    p.add_argument("--agent", help="the agent's URL (default: DEPLOY_AGENT_URL)")
+    p.add_argument("--env", help="only this environment")
+    p.add_argument("--json", action="store_true", help="print the agent's JSON answer")
+
+    p = commands.add_parser("audit", help="the audit log")
+    audit = p.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    v = audit.add_parser("verify", help="check the audit log's hash chain; name the first broken record")
+    v.add_argument("path", type=Path, help="the audit log, e.g. /var/lib/deploy-agent/audit.jsonl")
     return parser
 
 
@@ -110,8 +134,43 @@ def cmd_render(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _agent(args: argparse.Namespace, console: Console, *, required: bool) -> AgentClient | None:
+    url = args.agent or console.environ.get("DEPLOY_AGENT_URL")
+    if not url:
+        if required:
+            raise UsageError("--agent is required (or set DEPLOY_AGENT_URL), e.g. --agent https://deploy.example.com")
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--agent {url!r} must be an http:// or https:// URL")
+    return AgentClient(url, Credentials.from_environ(console.environ))
+
+
+def _runtime_values(args: argparse.Namespace, console: Console) -> tuple[EnvSchema, dict[str, str | Secret]]:
+    """The listed variables from this process's environment; fails naming every missing required one."""
+    schema = load_env_schema(args.env_schema)
+    values, missing = schema.read(console.environ)
+    if console.github:
+        for line in mask_lines(reveal(v) for v in values.values() if isinstance(v, Secret)):
+            console.print(line)
+    if missing:
+        raise InvalidInput(
+            [Problem(schema.path, 0, 0, "", f"required variables not set in the environment: {', '.join(missing)}")]
+        )
+    return schema, values
+
+
 def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
     plan = _load(args, console)
+    client = _agent(args, console, required=False)
+    if client is not None:
+        schema, values = _runtime_values(args, console)
+        body = {"plan": plan.data, "env": {k: reveal(v) for k, v in values.items()}, "dry_run": True}
+        if plan.environment == "prod":
+            body["confirm"] = f"prod:{plan.tag}"  # a dry run confirms nothing; the agent checks the shape only
+        for line in dry_run_report(client.post("/v1/deploy", body), values=values):
+            console.print(line)
+        console.print("nothing was touched (dry run)")
+        return EXIT_OK
     schema = load_env_schema(args.env_schema)
     values, missing = schema.read(console.environ)
     console.print(f"plan {plan.data['plan']} ({plan.source}) for {plan.environment}: {plan.image}")
@@ -130,10 +189,89 @@ def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_apply(args: argparse.Namespace, console: Console) -> int:
+    plan = _load(args, console)
+    client = _agent(args, console, required=True)
+    assert client is not None
+    _, values = _runtime_values(args, console)
+    if plan.environment == "prod" and args.confirm != f"prod:{plan.tag}":
+        raise UsageError(f"a prod deploy needs --confirm prod:{plan.tag} (given: {args.confirm or 'nothing'}); nothing was sent")
+    secrets = [v.reveal() for v in values.values() if isinstance(v, Secret)]
+    printer = Printer(out=console.out, github=console.github, secrets=secrets, live=console.out.isatty())
+    console.print(f"deploying {plan.image} to {plan.environment} through {client.url}")
+    deployment_id = send(client, plan, env=values, confirm=args.confirm)
+    console.print(f"deployment {deployment_id} accepted")
+    try:
+        deployment = follow(
+            client,
+            deployment_id,
+            printer=printer,
+            deadline=time.monotonic() + deadline_seconds(plan),
+            on_lost=lambda reason: console.error(f"lost contact with the agent ({reason}); still following"),
+        )
+    except KeyboardInterrupt:
+        console.error(
+            f"stopped following; deployment {deployment_id} goes on at the agent. Follow it with\n"
+            f"  deployplan status --agent {client.url} --env {plan.environment}"
+        )
+        raise
+    logs = [redact(line, secrets) for line in deployment.get("logs", [])]
+    problem = None
+    if deployment.get("state") == "succeeded":
+        problem = verify_status(client, plan, deployment)
+    verified = "yes" if deployment.get("state") == "succeeded" and problem is None else "no"
+    if console.github:
+        append_summary(console.environ.get("GITHUB_STEP_SUMMARY"), summary_markdown(deployment, verified=verified, logs=logs))
+    if deployment.get("state") != "succeeded":
+        error = deployment.get("error") or {}
+        if logs:
+            console.print(f"the container's last {len(logs)} log lines:")
+            for line in logs:
+                console.print(f"  | {line}")
+        message = f"{plan.environment} {plan.tag}: {deployment.get('state')} in step {error.get('step')}: {error.get('message')}"
+        if console.github:
+            console.print(f"::error::{message}")
+        raise DeployFailed(message)
+    if problem is not None:
+        raise DeployFailed(f"the deploy finished but {problem}")
+    console.print(f"deployed and verified: {plan.environment} runs {plan.image} ({deployment.get('digest')})")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    client = _agent(args, console, required=True)
+    assert client is not None
+    status = client.get("/v1/status" + (f"?env={args.env}" if args.env else ""))
+    if args.json:
+        console.print(json.dumps(status, indent=2))
+    else:
+        for line in status_table(status):
+            console.print(line)
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace, console: Console) -> int:
+    if not args.path.is_file():
+        raise UsageError(f"{args.path}: no such audit log")
+    try:
+        count = verify_file(args.path)
+    except ChainBroken as e:
+        console.error(f"{args.path}: BROKEN at line {e.line}" + (f" (seq {e.seq})" if e.seq is not None else "") + f": {e.reason}")
+        return EXIT_FAILED
+    except AuditError as e:
+        console.error(f"{args.path}: {e}")
+        return EXIT_FAILED
+    console.print(f"{args.path}: intact, {count} records")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "lint": cmd_lint,
     "render": cmd_render,
     "dry-run": cmd_dry_run,
+    "apply": cmd_apply,
+    "status": cmd_status,
+    "audit": cmd_audit,
 }
 
 

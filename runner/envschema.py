@@ -15,6 +15,7 @@ DEFAULT_PATH = Path("infra/ENV_SCHEMA.md")
 HEADER = ("Variable", "Required", "Secret", "Description")
 NAME_PATTERN = re.compile(r"[A-Z][A-Z0-9_]*")
 _SEPARATOR_CELL = re.compile(r":?-{3,}:?")
+_UNTERMINATED = "<unterminated row>"
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,15 @@ class EnvSchema:
         return [v.name for v in self.variables]
 
     def read(self, environ: Mapping[str, str]) -> tuple[dict[str, str | Secret], list[str]]:
-        """The listed variables present in `environ` (secrets wrapped) and the required ones missing."""
+        """The listed variables present in `environ` (secrets wrapped) and the required ones missing or empty."""
         values: dict[str, str | Secret] = {}
         missing = []
         for var in self.variables:
-            if var.name in environ:
-                values[var.name] = Secret(environ[var.name]) if var.secret else environ[var.name]
-            elif var.required:
+            # GitHub Actions turns a secret that is not set into "", and the runtime treats "" as missing.
+            if var.required and not environ.get(var.name):
                 missing.append(var.name)
+            elif var.name in environ:
+                values[var.name] = Secret(environ[var.name]) if var.secret else environ[var.name]
         return values, missing
 
 
@@ -98,7 +100,8 @@ def _tables(text: str) -> list[list[tuple[int, list[str]]]]:
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")] if line.endswith("|") and len(line) > 1 else ["<unterminated row>"]
+            terminated = line.endswith("|") and len(line) > 1
+            cells = [c.strip() for c in line.strip("|").split("|")] if terminated else [_UNTERMINATED]
             if current is None:
                 current = []
                 tables.append(current)
@@ -109,6 +112,9 @@ def _tables(text: str) -> list[list[tuple[int, list[str]]]]:
 
 
 def _row(cells: list[str], *, line: int, source: str, problems: list[Problem]) -> Variable | None:
+    if cells == [_UNTERMINATED]:
+        problems.append(Problem(source, line, 1, "", "a row must start and end with |"))
+        return None
     if len(cells) != len(HEADER):
         problems.append(Problem(source, line, 1, "", f"a row needs {len(HEADER)} cells ({', '.join(HEADER)}), found {len(cells)}"))
         return None

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from runner.envschema import load_env_schema
 from runner.errors import InvalidInput, UsageError
-from runner.plan import load_plan, read_plan_file
+from runner.plan import read_plan_file, render_plan
 from runner.problems import Problem
-from runner.render import ENVIRONMENTS
+from runner.render import ENVIRONMENTS, check_inputs
 from runner.workflowcheck import check_deploy_workflow
+from runner.yamlsource import load_yaml
 
 SAMPLE_TAG = "1.0.0"
 SAMPLE_REPOSITORY = "example/repository"
@@ -31,6 +32,10 @@ def plan_files(paths: list[Path]) -> list[Path]:
 
 def lint(paths: list[Path], *, env_schema: Path, workflow: Path, repository: str | None) -> list[Problem]:
     """All problems found, deduplicated, in file and line order; empty when everything is clean."""
+    if repository is not None:
+        _, bad = check_inputs(env=ENVIRONMENTS[0], tag=SAMPLE_TAG, repository=repository, source="")
+        if bad:
+            raise UsageError(f"--repository: {bad[0].message}")
     problems: set[Problem] = set()
     for path in plan_files(paths):
         problems.update(lint_plan(path, repository=repository or SAMPLE_REPOSITORY))
@@ -45,15 +50,20 @@ def lint(paths: list[Path], *, env_schema: Path, workflow: Path, repository: str
 
 
 def lint_plan(path: Path, *, repository: str) -> set[Problem]:
-    """A plan rendered for every environment with a sample tag; the same problem is reported once."""
+    """A plan parsed once, rendered for every environment with a sample tag; the same problem is reported once."""
+    source = str(path)
     try:
-        raw = read_plan_file(path)
+        located = load_yaml(read_plan_file(path), filename=source)
     except InvalidInput as e:
         return set(e.problems)
     problems: set[Problem] = set()
     for env in ENVIRONMENTS:
+        inputs, bad = check_inputs(env=env, tag=SAMPLE_TAG, repository=repository, source=source)
+        problems.update(bad)
+        if bad:
+            continue
         try:
-            load_plan(raw, source=str(path), env=env, tag=SAMPLE_TAG, repository=repository)
+            render_plan(located, source=source, inputs=inputs)
         except InvalidInput as e:
             problems.update(e.problems)
     return problems

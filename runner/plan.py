@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,11 +10,15 @@ from typing import Any
 
 from runner.errors import InvalidInput
 from runner.problems import Problem, field_path
-from runner.render import check_inputs, render_values
+from runner.render import Inputs, check_inputs, render_values
 from runner.schema import schema_errors
-from runner.yamlsource import MAX_BYTES, load_yaml
+from runner.yamlsource import MAX_BYTES, Located, load_yaml
 
 STEP_ACTIONS = ("pull", "stop_remove", "start", "verify")
+# Control (Cc), format (Cf: bidi overrides, zero-width), surrogate (Cs) and line/paragraph separators (Zl, Zp):
+# invisible or misleading in a terminal, and schema patterns are matched with re.search, where `$` also matches
+# before a final newline.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 Where = Callable[..., tuple[int, int]]
 
@@ -65,7 +70,11 @@ def load_plan(raw: bytes, *, source: str, env: str, tag: str, repository: str) -
     inputs, problems = check_inputs(env=env, tag=tag, repository=repository, source=source)
     if problems:
         raise InvalidInput(problems)
-    located = load_yaml(raw, filename=source)
+    return render_plan(load_yaml(raw, filename=source), source=source, inputs=inputs)
+
+
+def render_plan(located: Located, *, source: str, inputs: Inputs) -> Plan:
+    """Render a parsed plan with validated inputs and check the result; raises InvalidInput with every problem."""
     rendered, problems = render_values(located.data, inputs=inputs, source=source, where=located.where)
     if problems:
         raise InvalidInput(problems)
@@ -99,7 +108,13 @@ def check_plan(
 def _rules(data: Any, *, env: str | None, tag: str | None) -> list[tuple[tuple[str | int, ...], str]]:
     if not isinstance(data, dict):
         return []  # the schema already says what a plan must be
-    found = [(path, "control characters (newline, tab, ...) are not allowed") for path in _control_characters(data, ())]
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for path, value in _scalars(data, ()):
+        if isinstance(value, str) and any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in value):
+            found.append((path, "control and format characters (newline, tab, bidi overrides, ...) are not allowed"))
+        # JSON Schema counts 600.0 as an integer; the Docker API and the operator reading the plan do not.
+        if isinstance(value, float) and value.is_integer():
+            found.append((path, f"expected an integer, found number {value!r}; write it without a decimal point"))
     steps = data.get("steps")
     if isinstance(steps, list) and len(steps) == 4 and isinstance(steps[3], dict):
         timeout, stable_for = steps[3].get("timeout"), steps[3].get("stable_for")
@@ -115,15 +130,12 @@ def _rules(data: Any, *, env: str | None, tag: str | None) -> list[tuple[tuple[s
     return found
 
 
-def _control_characters(value: Any, path: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
-    # Schema patterns are matched with re.search, where `$` also matches before a final newline.
+def _scalars(value: Any, path: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], Any]]:
     if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _control_characters(v, (*path, k))]
+        return [found for k, v in value.items() for found in _scalars(v, (*path, k))]
     if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _control_characters(v, (*path, i))]
-    if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
-        return [path]
-    return []
+        return [found for i, v in enumerate(value) for found in _scalars(v, (*path, i))]
+    return [(path, value)]
 
 
 def describe_steps(plan: Plan) -> list[tuple[str, str]]:

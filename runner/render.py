@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache, lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, nodes
+from jinja2 import StrictUndefined, Template, TemplateError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from runner.problems import Problem, field_path
@@ -46,31 +48,49 @@ def check_inputs(*, env: str, tag: str, repository: str, source: str) -> tuple[I
     return Inputs(env=env, tag=tag, repository=repository), problems
 
 
-class _Renderer:
-    """A sandbox that knows only the three variables and refuses every other template construct."""
+@cache
+def sandbox() -> ImmutableSandboxedEnvironment:
+    """The one sandbox every plan is rendered in: StrictUndefined, and nothing from outside reachable."""
+    jinja = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    # No globals (range, lipsum, cycler, ...), no filters, no tests.
+    jinja.globals.clear()
+    jinja.filters.clear()
+    jinja.tests.clear()
+    return jinja
 
-    def __init__(self, inputs: Inputs) -> None:
-        self.jinja = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-        # Nothing from outside is reachable: no globals (range, lipsum, cycler, ...), no filters, no tests.
-        self.jinja.globals.clear()
-        self.jinja.filters.clear()
-        self.jinja.tests.clear()
-        self.context = {"env": inputs.env, "tag": inputs.tag, "repository": inputs.repository}
 
-    def render(self, text: str) -> str:
-        """Render one string, or raise ValueError saying which construct is not allowed."""
-        if "{" not in text:
-            return text
-        try:
-            tree = self.jinja.parse(text)
-        except TemplateError as e:
-            raise ValueError(f"invalid template: {e.message}") from e
-        for node in tree.iter_child_nodes():
-            _check_allowed(node)
-        try:
-            return self.jinja.from_string(tree).render(self.context)
-        except TemplateError as e:  # pragma: no cover - the allow-list leaves nothing that can fail here
-            raise ValueError(f"template error: {e.message}") from e
+def render_string(text: str, inputs: Inputs) -> str:
+    """Render one string, or raise ValueError saying which construct is not allowed."""
+    if "{" not in text:
+        return text
+    try:
+        return _template(text).render(env=inputs.env, tag=inputs.tag, repository=inputs.repository)
+    except TemplateError as e:  # pragma: no cover - the allow-list leaves nothing that can fail here
+        raise ValueError(f"template error: {e.message}") from e
+
+
+@lru_cache(maxsize=256)
+def _template(text: str) -> Template:
+    # Checked and compiled once: lint renders the same few strings for every plan and environment.
+    jinja = sandbox()
+    try:
+        _check_tokens(jinja.lex(text))
+        tree = jinja.parse(text)
+    except TemplateError as e:
+        raise ValueError(f"invalid template: {e.message}") from e
+    for node in tree.iter_child_nodes():
+        _check_allowed(node)
+    return jinja.from_string(tree)
+
+
+def _check_tokens(tokens: Iterable[tuple[int, str, str]]) -> None:
+    # Comments, raw blocks and whitespace control leave nothing in the parsed tree, so they are refused here.
+    for _, kind, value in tokens:
+        if kind in {"comment_begin", "raw_begin"}:
+            what = "comments ({# ... #})" if kind == "comment_begin" else "raw blocks ({% raw %})"
+            raise ValueError(f"template {what} are not allowed; only {_allowed()} may appear")
+        if (kind == "variable_begin" and value != "{{") or (kind == "variable_end" and value.rstrip() != "}}"):
+            raise ValueError(f"whitespace control ({{{{- or -}}}}) is not allowed; only {_allowed()} may appear")
 
 
 def _check_allowed(node: nodes.Node) -> None:
@@ -96,7 +116,6 @@ def _allowed() -> str:
 
 def render_values(data: Any, *, inputs: Inputs, source: str, where: Any) -> tuple[Any, list[Problem]]:
     """Render every string value (never keys, never raw YAML text); collect a problem per bad template."""
-    renderer = _Renderer(inputs)
     problems: list[Problem] = []
 
     def walk(value: Any, path: tuple[str | int, ...]) -> Any:
@@ -106,7 +125,7 @@ def render_values(data: Any, *, inputs: Inputs, source: str, where: Any) -> tupl
             return [walk(v, (*path, i)) for i, v in enumerate(value)]
         if isinstance(value, str):
             try:
-                return renderer.render(value)
+                return render_string(value, inputs)
             except ValueError as e:
                 line, col = where(path)
                 problems.append(Problem(source, line, col, field_path(path), str(e)))

@@ -74,7 +74,8 @@ def _explain(error: ValidationError) -> list[tuple[tuple[str | int, ...], bool, 
     if kind == "enum":
         return [(path, False, f"{value!r} is not one of {', '.join(map(repr, expected))}")]
     if kind == "type":
-        return [(path, False, f"expected {_a(expected)}, found {_type_name(value)} {value!r}")]
+        found = "null" if value is None else f"{_type_name(value)} {value!r}"
+        return [(path, False, f"expected {_a(expected)}, found {found}")]
     if kind in {"minimum", "maximum"}:
         return [(path, False, f"{value!r} is out of range: {hint}" if hint else f"{value!r} is out of range")]
     if kind in {"minItems", "maxItems", "items"}:
