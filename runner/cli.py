@@ -195,7 +195,9 @@ def cmd_apply(args: argparse.Namespace, console: Console) -> int:
     assert client is not None
     _, values = _runtime_values(args, console)
     if plan.environment == "prod" and args.confirm != f"prod:{plan.tag}":
-        raise UsageError(f"a prod deploy needs --confirm prod:{plan.tag} (given: {args.confirm or 'nothing'}); nothing was sent")
+        raise UsageError(
+            f"a prod deploy needs --confirm prod:{plan.tag} (given: {args.confirm or 'nothing'}); nothing was sent"
+        )
     secrets = [v.reveal() for v in values.values() if isinstance(v, Secret)]
     printer = Printer(out=console.out, github=console.github, secrets=secrets, live=console.out.isatty())
     console.print(f"deploying {plan.image} to {plan.environment} through {client.url}")
@@ -221,14 +223,17 @@ def cmd_apply(args: argparse.Namespace, console: Console) -> int:
         problem = verify_status(client, plan, deployment)
     verified = "yes" if deployment.get("state") == "succeeded" and problem is None else "no"
     if console.github:
-        append_summary(console.environ.get("GITHUB_STEP_SUMMARY"), summary_markdown(deployment, verified=verified, logs=logs))
+        append_summary(
+            console.environ.get("GITHUB_STEP_SUMMARY"), summary_markdown(deployment, verified=verified, logs=logs)
+        )
     if deployment.get("state") != "succeeded":
         error = deployment.get("error") or {}
         if logs:
             console.print(f"the container's last {len(logs)} log lines:")
             for line in logs:
                 console.print(f"  | {line}")
-        message = f"{plan.environment} {plan.tag}: {deployment.get('state')} in step {error.get('step')}: {error.get('message')}"
+        state, step = deployment.get("state"), error.get("step")
+        message = f"{plan.environment} {plan.tag}: {state} in step {step}: {error.get('message')}"
         if console.github:
             console.print(f"::error::{message}")
         raise DeployFailed(message)
@@ -256,7 +261,9 @@ def cmd_audit(args: argparse.Namespace, console: Console) -> int:
     try:
         count = verify_file(args.path)
     except ChainBroken as e:
-        console.error(f"{args.path}: BROKEN at line {e.line}" + (f" (seq {e.seq})" if e.seq is not None else "") + f": {e.reason}")
+        console.error(
+            f"{args.path}: BROKEN at line {e.line}" + (f" (seq {e.seq})" if e.seq is not None else "") + f": {e.reason}"
+        )
         return EXIT_FAILED
     except AuditError as e:
         console.error(f"{args.path}: {e}")
@@ -300,7 +307,9 @@ def run(argv: Sequence[str], console: Console) -> int:
         console.error("interrupted")
         return 130
     except Exception as e:  # the last line of defence: a plain message, a traceback only with --verbose
-        console.error(f"internal error: {type(e).__name__}: {e}" + ("" if verbose else " (run with --verbose for details)"))
+        console.error(
+            f"internal error: {type(e).__name__}: {e}" + ("" if verbose else " (run with --verbose for details)")
+        )
         if verbose:
             traceback.print_exc(file=console.err)
         return EXIT_FAILED
@@ -308,5 +317,7 @@ def run(argv: Sequence[str], console: Console) -> int:
 
 def main() -> NoReturn:
     """Console script entry point."""
-    console = Console(out=sys.stdout, err=sys.stderr, github=os.environ.get("GITHUB_ACTIONS") == "true", environ=os.environ)
+    console = Console(
+        out=sys.stdout, err=sys.stderr, github=os.environ.get("GITHUB_ACTIONS") == "true", environ=os.environ
+    )
     sys.exit(run(sys.argv[1:], console))

@@ -113,7 +113,9 @@ class AgentClient:
             error = body.get("error") if isinstance(body, dict) else None
             if not isinstance(error, dict):
                 raise AgentUnreachable(f"the agent at {self.url} answered {status} without an error body")
-            raise ApiFailure(status, str(error.get("code")), str(error.get("message")), list(error.get("details") or []))
+            raise ApiFailure(
+                status, str(error.get("code")), str(error.get("message")), list(error.get("details") or [])
+            )
         if not isinstance(body, dict):
             raise AgentUnreachable(f"the agent at {self.url} answered {status} with JSON that is not an object")
         return body

@@ -68,13 +68,35 @@ def parse_env_schema(text: str, *, source: str) -> EnvSchema:
     tables = _tables(text)
     if len(tables) != 1:
         found = "no table" if not tables else f"{len(tables)} tables (lines {', '.join(str(t[0][0]) for t in tables)})"
-        raise InvalidInput([Problem(source, tables[1][0][0] if len(tables) > 1 else 1, 1, "", f"expected exactly one table of variables, found {found}")])
+        raise InvalidInput(
+            [
+                Problem(
+                    source,
+                    tables[1][0][0] if len(tables) > 1 else 1,
+                    1,
+                    "",
+                    f"expected exactly one table of variables, found {found}",
+                )
+            ]
+        )
     rows = tables[0]
     (header_line, header), *rest = rows
     if tuple(header) != HEADER:
-        problems.append(Problem(source, header_line, 1, "", f"the header must be | {' | '.join(HEADER)} |, found | {' | '.join(header)} |"))
+        problems.append(
+            Problem(
+                source,
+                header_line,
+                1,
+                "",
+                f"the header must be | {' | '.join(HEADER)} |, found | {' | '.join(header)} |",
+            )
+        )
     if not rest or not all(_SEPARATOR_CELL.fullmatch(c) for c in rest[0][1]) or len(rest[0][1]) != len(HEADER):
-        problems.append(Problem(source, header_line + 1, 1, "", "the header must be followed by a separator row like |---|---|---|---|"))
+        problems.append(
+            Problem(
+                source, header_line + 1, 1, "", "the header must be followed by a separator row like |---|---|---|---|"
+            )
+        )
         raise InvalidInput(problems)
     variables: list[Variable] = []
     seen: dict[str, int] = {}
@@ -83,7 +105,9 @@ def parse_env_schema(text: str, *, source: str) -> EnvSchema:
         if variable is None:
             continue
         if variable.name in seen:
-            problems.append(Problem(source, line, 1, variable.name, f"listed twice (first at line {seen[variable.name]})"))
+            problems.append(
+                Problem(source, line, 1, variable.name, f"listed twice (first at line {seen[variable.name]})")
+            )
             continue
         seen[variable.name] = line
         variables.append(variable)
@@ -116,7 +140,9 @@ def _row(cells: list[str], *, line: int, source: str, problems: list[Problem]) -
         problems.append(Problem(source, line, 1, "", "a row must start and end with |"))
         return None
     if len(cells) != len(HEADER):
-        problems.append(Problem(source, line, 1, "", f"a row needs {len(HEADER)} cells ({', '.join(HEADER)}), found {len(cells)}"))
+        problems.append(
+            Problem(source, line, 1, "", f"a row needs {len(HEADER)} cells ({', '.join(HEADER)}), found {len(cells)}")
+        )
         return None
     raw_name, required, secret, description = cells
     name = raw_name[1:-1] if len(raw_name) > 2 and raw_name[0] == raw_name[-1] == "`" else raw_name

@@ -52,7 +52,11 @@ def summary_markdown(deployment: dict[str, Any], *, verified: str, logs: list[st
     if error:
         text += f"\n**Failed in `{error.get('step')}`:** {error.get('message')}\n"
     if logs and deployment.get("state") != "succeeded":
-        text += "\n<details open><summary>the container's last log lines</summary>\n\n```\n" + "\n".join(logs) + "\n```\n</details>\n"
+        text += (
+            "\n<details open><summary>the container's last log lines</summary>\n\n```\n"
+            + "\n".join(logs)
+            + "\n```\n</details>\n"
+        )
     return text
 
 

@@ -59,7 +59,9 @@ def read_plan_file(path: Path) -> bytes:
         if not path.is_file():
             raise InvalidInput([Problem(name, 0, 0, "", "no such plan file (or not a regular file)")])
         if path.stat().st_size > MAX_BYTES:
-            raise InvalidInput([Problem(name, 0, 0, "", f"file is {path.stat().st_size} bytes; a plan may have at most {MAX_BYTES}")])
+            raise InvalidInput(
+                [Problem(name, 0, 0, "", f"file is {path.stat().st_size} bytes; a plan may have at most {MAX_BYTES}")]
+            )
         return path.read_bytes()
     except OSError as e:
         raise InvalidInput([Problem(name, 0, 0, "", f"cannot read: {e.strerror}")]) from e

@@ -35,15 +35,25 @@ def check_inputs(*, env: str, tag: str, repository: str, source: str) -> tuple[I
     """Validate env, tag and repository before any rendering; the repository is lowercased."""
     problems = []
     if env not in ENVIRONMENTS:
-        problems.append(Problem(source, 0, 0, "--env", f"{env!r} is not an environment; use one of {', '.join(ENVIRONMENTS)}"))
+        problems.append(
+            Problem(source, 0, 0, "--env", f"{env!r} is not an environment; use one of {', '.join(ENVIRONMENTS)}")
+        )
     if not TAG_PATTERN.fullmatch(tag):
         problems.append(
-            Problem(source, 0, 0, "--tag", f"{tag!r}: tag must be a full 40-hex commit SHA or a semantic version like 1.0.3")
+            Problem(
+                source, 0, 0, "--tag", f"{tag!r}: tag must be a full 40-hex commit SHA or a semantic version like 1.0.3"
+            )
         )
     repository = repository.lower()
     if not REPOSITORY_PATTERN.fullmatch(repository):
         problems.append(
-            Problem(source, 0, 0, "--repository", f"{repository!r} is not owner/repo (e.g. acme/trader, from GITHUB_REPOSITORY)")
+            Problem(
+                source,
+                0,
+                0,
+                "--repository",
+                f"{repository!r} is not owner/repo (e.g. acme/trader, from GITHUB_REPOSITORY)",
+            )
         )
     return Inputs(env=env, tag=tag, repository=repository), problems
 

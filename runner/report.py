@@ -20,7 +20,9 @@ def status_table(status: dict[str, Any]) -> list[str]:
     rows = [header]
     for name, env in (status.get("environments") or {}).items():
         last = env.get("last_deployment")
-        last_text = f"{last['id']} {last['state']} {last['tag']} {last.get('finished_at') or ''}".strip() if last else "-"
+        last_text = (
+            f"{last['id']} {last['state']} {last['tag']} {last.get('finished_at') or ''}".strip() if last else "-"
+        )
         digest = env.get("digest") or "-"
         rows.append(
             (

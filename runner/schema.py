@@ -66,9 +66,11 @@ def _explain(error: ValidationError) -> list[tuple[tuple[str | int, ...], bool, 
         missing = [key for key in expected if key not in value]
         return [(path, False, f"missing required key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")]
     if kind == "const" and path[-1:] == ("action",):
-        number = int(path[1]) + 1
+        number = int(path[-2]) + 1
         order = "pull, stop_remove, start, verify"
-        return [(path, False, f"step {number} must be {expected!r} (the steps are {order}, in this order); found {value!r}")]
+        return [
+            (path, False, f"step {number} must be {expected!r} (the steps are {order}, in this order); found {value!r}")
+        ]
     if kind == "const":
         return [(path, False, f"expected {expected!r}, found {value!r}")]
     if kind == "enum":
@@ -97,7 +99,14 @@ def _a(expected: Any) -> str:
 
 
 def _type_name(value: Any) -> str:
-    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (dict, "mapping"), (list, "list")):
+    for kind, name in (
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "number"),
+        (str, "string"),
+        (dict, "mapping"),
+        (list, "list"),
+    ):
         if isinstance(value, kind):
             return name
     return "null" if value is None else type(value).__name__

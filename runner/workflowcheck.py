@@ -31,7 +31,9 @@ def check_deploy_workflow(path: Path, schema: EnvSchema) -> list[Problem]:
         if "deployplan apply" in str(_mapping(step).get("run", ""))
     ]
     if len(steps) != 1:
-        return [Problem(source, 1, 1, "jobs", f"expected exactly one step that runs `deployplan apply`, found {len(steps)}")]
+        return [
+            Problem(source, 1, 1, "jobs", f"expected exactly one step that runs `deployplan apply`, found {len(steps)}")
+        ]
     job_name, index, step = steps[0]
     step_path: tuple[str | int, ...] = ("jobs", job_name, "steps", index)
     env = _mapping(step.get("env"))
@@ -41,11 +43,19 @@ def check_deploy_workflow(path: Path, schema: EnvSchema) -> list[Problem]:
         if var.name not in mapped:
             line, col = located.where((*step_path, "env"))
             problems.append(
-                Problem(source, line, col, f"env.{var.name}", f"not mapped; {schema.path}:{var.line} lists it, so the deploy step must set it")
+                Problem(
+                    source,
+                    line,
+                    col,
+                    f"env.{var.name}",
+                    f"not mapped; {schema.path}:{var.line} lists it, so the deploy step must set it",
+                )
             )
     for name in sorted(mapped - set(schema.names())):
         line, col = located.where((*step_path, "env", name), key=True)
-        problems.append(Problem(source, line, col, f"env.{name}", f"is not in {schema.path}; add it there or remove this mapping"))
+        problems.append(
+            Problem(source, line, col, f"env.{name}", f"is not in {schema.path}; add it there or remove this mapping")
+        )
     return problems
 
 

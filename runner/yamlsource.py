@@ -92,7 +92,9 @@ def load_yaml(raw: bytes, *, filename: str) -> Located:
 
 def _decode(raw: bytes, *, filename: str) -> str:
     if len(raw) > MAX_BYTES:
-        raise InvalidInput([Problem(filename, 0, 0, "", f"file is {len(raw)} bytes; a plan may have at most {MAX_BYTES}")])
+        raise InvalidInput(
+            [Problem(filename, 0, 0, "", f"file is {len(raw)} bytes; a plan may have at most {MAX_BYTES}")]
+        )
     if b"\x00" in raw:
         where = _place(raw[: raw.index(b"\x00")].decode("utf-8", "replace"))
         message = "binary file (it contains NUL bytes); a plan is UTF-8 YAML text"
@@ -143,7 +145,13 @@ def _convert(
             if key in out:
                 first = located.keys[(*path, key)]
                 problems.append(
-                    Problem(filename, line, col, field_path((*path, key)), f"duplicate key (first defined at line {first[0]})")
+                    Problem(
+                        filename,
+                        line,
+                        col,
+                        field_path((*path, key)),
+                        f"duplicate key (first defined at line {first[0]})",
+                    )
                 )
                 continue
             located.keys[(*path, key)] = (line, col)
@@ -151,7 +159,8 @@ def _convert(
         return out
     if isinstance(node, SequenceNode):
         return [
-            _convert(item, (*path, i), located, loader, problems, counter, filename) for i, item in enumerate(node.value)
+            _convert(item, (*path, i), located, loader, problems, counter, filename)
+            for i, item in enumerate(node.value)
         ]
     try:
         return loader.construct_object(node)  # type: ignore[no-untyped-call]

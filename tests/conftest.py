@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import docker
 import pytest
+import requests
+import yaml
+
+import lab
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,7 +33,9 @@ class Cli:
     def run(
         self, *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("RUNTIME_", "GITHUB_", "DEPLOY_", "CF_ACCESS_"))}
+        base = {
+            k: v for k, v in os.environ.items() if not k.startswith(("RUNTIME_", "GITHUB_", "DEPLOY_", "CF_ACCESS_"))
+        }
         return subprocess.run(
             [str(self.bin_dir / "deployplan"), *args],
             cwd=cwd,
@@ -41,8 +52,18 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
     venv = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", "--no-deps",
-         "--disable-pip-version-check", str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "-q",
+            "--no-deps",
+            "--disable-pip-version-check",
+            str(REPO),
+        ],
         check=True,
         cwd=venv,
     )
@@ -59,3 +80,174 @@ def workspace(tmp_path: Path) -> Path:
     if (REPO / ".github" / "workflows").is_dir():
         shutil.copytree(REPO / ".github" / "workflows", ws / ".github" / "workflows")
     return ws
+
+
+# -- the real parts: Docker Engine, a registry, the example runtime, the agent under gunicorn
+
+
+RUN_ID = secrets.token_hex(4)
+# Everything the suite creates in Docker is named with this prefix, and only that is ever removed.
+PREFIX = f"dptest-{RUN_ID}"
+CANARY = f"canary-{secrets.token_hex(12)}"
+TAGS = ("1.0.0", "1.0.1", "c0ffee" + "0" * 34)
+RUNTIME_ENV = {"RUNTIME_ENV": "dev", "RUNTIME_LOG_LEVEL": "info", "RUNTIME_API_TOKEN": CANARY}
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """The real Docker Engine; not reachable is a failure, never a skip."""
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:
+        pytest.fail(f"Docker Engine not reachable ({e}); run tools/bootstrap.sh", pytrace=False)
+    yield client
+    lab.remove_containers(client, PREFIX)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[lab.Registry]:
+    with lab.Registry() as reg:
+        yield reg
+
+
+@dataclass(frozen=True)
+class Images:
+    """The example runtime pushed under several tags, with their digests."""
+
+    repository: str
+    digests: dict[str, str]
+
+    def ref(self, tag: str) -> str:
+        return f"{self.repository}:{tag}"
+
+
+@pytest.fixture(scope="session")
+def images(docker_client: docker.DockerClient, registry: lab.Registry) -> Iterator[Images]:
+    repository = f"{registry.host}/{PREFIX}/runtime"
+    digests = {}
+    for tag in TAGS:
+        lab.build_runtime_image(docker_client, f"{repository}:{tag}", label=tag)
+        digests[tag] = lab.push(docker_client, f"{repository}:{tag}")
+    # The agent must pull from the registry, not find them locally.
+    lab.remove_images(docker_client, repository)
+    yield Images(repository=repository, digests=digests)
+    lab.remove_containers(docker_client, PREFIX)
+    lab.remove_images(docker_client, repository)
+
+
+def plan_data(
+    images: Images, tag: str, *, env: str = "dev", stable_for: int = 1, verify_timeout: int = 20
+) -> dict[str, Any]:
+    """plans/runtime.yaml rendered for the lab's repository (a test may change it afterwards)."""
+    data = yaml.safe_load((REPO / "plans" / "runtime.yaml").read_text())
+    data["environment"] = env
+    data["image"] = images.ref(tag)
+    data["steps"][0]["timeout"] = 60
+    data["steps"][1]["stop_timeout"] = 2
+    data["steps"][3].update(timeout=verify_timeout, stable_for=stable_for)
+    return data
+
+
+class Agent:
+    """One real agent under gunicorn with its own state dir and container names, and a small HTTP client."""
+
+    def __init__(
+        self, server: lab.AgentServer, *, token: str, containers: dict[str, str], state_dir: Path, data_dir: Path
+    ) -> None:
+        self.server = server
+        self.data_dir = data_dir
+        self.token = token
+        self.containers = containers
+        self.state_dir = state_dir
+        self.http = requests.Session()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str) -> requests.Response:
+        return self.http.get(self.url + path, headers=self.headers(), timeout=30)
+
+    def post(self, body: Any, **kwargs: Any) -> requests.Response:
+        return self.http.post(self.url + "/v1/deploy", json=body, headers=self.headers(), timeout=30, **kwargs)
+
+    def wait(self, deployment_id: str, *, timeout: float = 60) -> dict[str, Any]:
+        """Poll until the deployment leaves `running`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found: dict[str, Any] = self.get(f"/v1/deployments/{deployment_id}").json()
+            if found.get("state") != "running" or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
+    def deploy(self, plan: dict[str, Any], *, env: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+        """POST a deploy, expect 202, wait for its end, return the deployment."""
+        response = self.post({"plan": plan, "env": RUNTIME_ENV if env is None else env, **extra})
+        assert response.status_code == 202, response.text
+        return self.wait(response.json()["deployment_id"])
+
+    def audit(self) -> list[dict[str, Any]]:
+        path = self.state_dir / "audit.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def close(self) -> None:
+        self.http.close()
+        self.server.stop()
+
+
+def agent_env(
+    images: Images, *, state_dir: Path, containers: dict[str, str], token: str, volumes: str
+) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOY_AGENT_", "RUNTIME_"))}
+    return {
+        **base,
+        "DEPLOY_AGENT_BIND": f"127.0.0.1:{lab.free_port()}",
+        "DEPLOY_AGENT_STATE_DIR": str(state_dir),
+        "DEPLOY_AGENT_ENVIRONMENTS": ",".join(containers),
+        "DEPLOY_AGENT_IMAGE_REPOSITORY": images.repository,
+        **{f"DEPLOY_AGENT_CONTAINER_{env.upper()}": name for env, name in containers.items()},
+        **{f"DEPLOY_AGENT_VOLUMES_{env.upper()}": volumes for env in containers},
+        "DEPLOY_AGENT_RESTART_POLICY": "unless-stopped",
+        "DEPLOY_AGENT_AUTH": "token",
+        "DEPLOY_AGENT_TOKEN": token,
+    }
+
+
+AgentFactory = Callable[..., Agent]
+
+
+@pytest.fixture
+def make_agent(cli: Cli, images: Images, docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[AgentFactory]:
+    """Start real agents (each with its own state dir and container names); all stopped and cleaned up after."""
+    started: list[tuple[Agent, str]] = []
+
+    def start(*, environments: tuple[str, ...] = ("dev", "prod"), state_dir: Path | None = None) -> Agent:
+        name = f"{PREFIX}-{secrets.token_hex(3)}"
+        containers = {env: f"{name}-{env}" for env in environments}
+        state_dir = state_dir or tmp_path / f"state-{name}"
+        data_dir = tmp_path / f"data-{name}"
+        data_dir.mkdir()
+        token = secrets.token_hex(24)
+        env = agent_env(
+            images, state_dir=state_dir, containers=containers, token=token, volumes=f"{data_dir}:/var/lib/runtime:rw"
+        )
+        server = lab.AgentServer(env, log_path=tmp_path / f"{name}.log", command=[str(cli.bin_dir / "deploy-agent")])
+        agent = Agent(server.start(), token=token, containers=containers, state_dir=state_dir, data_dir=data_dir)
+        started.append((agent, name))
+        return agent
+
+    yield start
+    for agent, name in started:
+        agent.close()
+        lab.remove_containers(docker_client, name)
+
+
+@pytest.fixture
+def agent(make_agent: AgentFactory) -> Agent:
+    """A fresh agent serving dev and prod."""
+    return make_agent()

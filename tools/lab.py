@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -62,9 +64,7 @@ class Registry:
             try:
                 self._process = subprocess.Popen(command, stdout=log, stderr=log)
             except FileNotFoundError as e:
-                raise LabError(
-                    "docker-registry not found: install docker-registry"
-                ) from e
+                raise LabError("docker-registry not found: install docker-registry") from e
         self._wait_ready()
         return self
 
@@ -115,10 +115,7 @@ class Registry:
         # Keep the storage and the log: the caller's stop() removes them.
         self.stop(keep_storage=True)
         why = f"exited with {code}" if code is not None else "did not answer /v2/"
-        raise LabError(
-            f"registry {self.host} {why} within {READY_TIMEOUT:.0f}s; log tail:\n"
-            f"{self._log_tail()}"
-        )
+        raise LabError(f"registry {self.host} {why} within {READY_TIMEOUT:.0f}s; log tail:\n{self._log_tail()}")
 
     def _log_tail(self, lines: int = 20) -> str:
         path = self._dir / "registry.log" if self._dir else None
@@ -139,9 +136,7 @@ def _answers_200(url: str) -> bool:
         return False
 
 
-def build_runtime_image(
-    client: docker.DockerClient, ref: str, *, label: str | None = None
-) -> str:
+def build_runtime_image(client: docker.DockerClient, ref: str, *, label: str | None = None) -> str:
     """Build infra/runtime/ as `ref`; a distinct `label` gives a distinct digest."""
     if not BUSYBOX.is_file():
         raise LabError(f"{BUSYBOX} not found: install busybox-static")
@@ -151,9 +146,7 @@ def build_runtime_image(
         shutil.copytree(RUNTIME_DIR, context)
         shutil.copy2(BUSYBOX, context / "busybox")
         try:
-            image, _log = client.images.build(
-                path=str(context), tag=ref, rm=True, forcerm=True, labels=labels
-            )
+            image, _log = client.images.build(path=str(context), tag=ref, rm=True, forcerm=True, labels=labels)
         except docker.errors.BuildError as e:
             output = "".join(str(record.get("stream", "")) for record in e.build_log)
             raise LabError(f"building {ref} failed: {e.msg}\n{output[-2000:]}") from e
@@ -179,9 +172,7 @@ def push(client: docker.DockerClient, ref: str) -> str:
     for record in records:
         if "error" in record or "errorDetail" in record:
             detail = record.get("errorDetail") or {}
-            raise LabError(
-                f"pushing {ref} failed: {detail.get('message') or record.get('error')}"
-            )
+            raise LabError(f"pushing {ref} failed: {detail.get('message') or record.get('error')}")
         aux = record.get("aux") or {}
         if "Digest" in aux:
             digest = str(aux["Digest"])
@@ -206,3 +197,65 @@ def remove_containers(client: docker.DockerClient, names_prefix: str) -> None:
         if container.name is not None and container.name.startswith(names_prefix):
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
+
+
+class AgentServer:
+    """The real deploy agent under gunicorn on loopback, configured only by the environment it is given."""
+
+    def __init__(self, env: dict[str, str], *, log_path: Path, command: list[str] | None = None) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.command = command or ["deploy-agent"]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.env['DEPLOY_AGENT_BIND']}"
+
+    def start(self, *, wait: bool = True) -> Self:
+        """Start it; with `wait`, until /healthz answers (clear error with the log tail otherwise)."""
+        with open(self.log_path, "ab") as log:
+            # Its own process group, so kill() reaches the gunicorn workers too.
+            # Run away from the source tree: gunicorn puts its working directory first on sys.path.
+            self.process = subprocess.Popen(
+                self.command,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.log_path.parent,
+            )
+        if wait:
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not _answers_200(f"{self.url}/healthz"):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    tail = self.log_path.read_text("utf-8", errors="replace")[-3000:]
+                    raise LabError(f"the agent did not come up on {self.url}:\n{tail}")
+                time.sleep(0.05)
+        return self
+
+    def stop(self) -> int | None:
+        """SIGTERM (a graceful gunicorn stop), SIGKILL after the grace; returns the exit code."""
+        if self.process is None:
+            return None
+        process, self.process = self.process, None
+        process.terminate()
+        try:
+            return process.wait(timeout=STOP_GRACE * 4)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            return process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL gunicorn's whole process group member by member: what a power cut does to a deploy."""
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text("utf-8", errors="replace")

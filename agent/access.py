@@ -1,0 +1,250 @@
+"""`DEPLOY_AGENT_AUTH=cloudflare-access`: the Access JWT checked again at the origin, against the team's JWKS.
+
+Cloudflare Access already stands in front of the tunnel; checking its signed assertion here means a request that
+reaches the loopback port some other way (a second tunnel, a local process) is refused all the same.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from agent.auth import unauthorized
+from agent.config import Config
+from agent.errors import ApiError
+from agent.logs import log
+
+HEADER = "Cf-Access-Jwt-Assertion"
+ALGORITHM = "RS256"
+LEEWAY = 30
+# Access tokens are 1-2 KiB; anything far larger is not one, and is refused before it is parsed.
+MAX_TOKEN_CHARS = 16 * 1024
+MAX_KID_CHARS = 256
+
+
+class KeysUnavailable(Exception):
+    """No signing key has been loaded yet: the JWKS could not be fetched or held no usable key."""
+
+
+@dataclass(frozen=True)
+class _KeySet:
+    keys: Mapping[str, jwt.PyJWK] = field(default_factory=dict)
+    fetched_at: float | None = None
+
+
+class JwksCache:
+    """The team's RS256 signing keys by `kid`, fetched from the certs URL and shared by a worker's request threads.
+
+    Refetched when a token names an unknown `kid` or the keys are older than `max_age`, at most once per
+    `refetch_interval` (a flood of made-up key ids never becomes a flood of fetches); while no key is loaded,
+    a request tries again at most once per `retry_interval`. A failed refetch keeps the keys in hand: Access
+    keeps the previous key valid for seven days after a rotation. A key removed from the JWKS is dropped at
+    the next successful refetch.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        refetch_interval: float = 60.0,
+        retry_interval: float = 3.0,
+        max_age: float = 3600.0,
+        timeout: float = 5.0,
+        max_bytes: int = 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.refetch_interval = refetch_interval
+        self.retry_interval = retry_interval
+        self.max_age = max_age
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self._clock = clock
+        # Readers take the current snapshot without the lock; only fetching (and replacing it) is serialized.
+        self._current = _KeySet()
+        self._fetch_lock = threading.Lock()
+        self._last_attempt: float | None = None
+        self._last_refetch: float | None = None
+        self._last_error = "not fetched yet"
+
+    def load(self) -> None:
+        """The first fetch, at startup; a failure is logged and retried on later requests."""
+        with self._fetch_lock:
+            self._fetch(self._clock())
+
+    def key(self, kid: str) -> jwt.PyJWK | None:
+        """The key with this `kid` (None when the JWKS has no such key); raises KeysUnavailable while none is loaded."""
+        current = self._current
+        if kid in current.keys and not self._stale(current, self._clock()):
+            return current.keys[kid]
+        with self._fetch_lock:
+            now = self._clock()
+            current = self._current
+            if current.fetched_at is None:
+                if self._last_attempt is None or now - self._last_attempt >= self.retry_interval:
+                    current = self._fetch(now)
+                if current.fetched_at is None:
+                    raise KeysUnavailable(self._last_error)
+            elif (kid not in current.keys or self._stale(current, now)) and self._may_refetch(now):
+                self._last_refetch = now
+                current = self._fetch(now)
+            return current.keys.get(kid)
+
+    def _stale(self, current: _KeySet, now: float) -> bool:
+        return current.fetched_at is not None and now - current.fetched_at >= self.max_age
+
+    def _may_refetch(self, now: float) -> bool:
+        return self._last_refetch is None or now - self._last_refetch >= self.refetch_interval
+
+    def _fetch(self, now: float) -> _KeySet:
+        """Fetch and replace the keys; on failure log why and keep the keys in hand. Called with the lock held."""
+        self._last_attempt = now
+        try:
+            keys = _parse_jwks(self._download())
+        except (OSError, ValueError) as e:
+            self._last_error = str(e)
+            kept = sorted(self._current.keys)
+            log("access keys not fetched", level=30, url=self.url, reason=self._last_error, keeping=kept)
+            if not kept:
+                log("authenticated endpoints answer 503 until the access keys load", level=40, url=self.url)
+            return self._current
+        self._current = _KeySet(keys=keys, fetched_at=now)
+        log("access keys loaded", url=self.url, kids=sorted(keys))
+        return self._current
+
+    def _download(self) -> bytes:
+        if not self.url.startswith(("https://", "http://")):
+            raise ValueError(f"the certs URL {self.url} is not an http(s) URL")
+        request = urllib.request.Request(self.url, headers={"Accept": "application/json", "User-Agent": "deploy-agent"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body: bytes = response.read(self.max_bytes + 1)
+        except urllib.error.HTTPError as e:
+            e.close()  # it holds the response
+            raise OSError(f"{self.url} answered HTTP {e.code}") from None
+        except urllib.error.URLError as e:
+            raise OSError(f"{self.url} is unreachable: {e.reason}") from None
+        except TimeoutError:
+            raise OSError(f"{self.url} did not answer within {self.timeout:g}s") from None
+        except http.client.HTTPException as e:
+            raise OSError(f"{self.url} sent a broken HTTP answer ({type(e).__name__})") from None
+        if len(body) > self.max_bytes:
+            raise ValueError(f"{self.url} answered more than {self.max_bytes} bytes")
+        return body
+
+
+def _parse_jwks(body: bytes) -> dict[str, jwt.PyJWK]:
+    """The RS256 signing keys of a JWKS document by kid; raises ValueError when it holds none."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("the JWKS is not JSON") from None
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError('the JWKS is not a JSON object with a "keys" list')
+    keys: dict[str, jwt.PyJWK] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("kty") != "RSA" or entry.get("alg", ALGORITHM) != ALGORITHM:
+            continue
+        if entry.get("use", "sig") != "sig" or not isinstance(entry.get("kid"), str):
+            continue
+        try:
+            keys[entry["kid"]] = jwt.PyJWK(entry, algorithm=ALGORITHM)
+        except jwt.PyJWTError as e:
+            log("access key skipped", level=30, kid=entry["kid"][:MAX_KID_CHARS], reason=str(e)[:200])
+    if not keys:
+        raise ValueError("the JWKS holds no RS256 signing key")
+    return keys
+
+
+class CloudflareAccessAuth:
+    """The caller is whoever Cloudflare Access says signed in: the `Cf-Access-Jwt-Assertion` header, verified."""
+
+    def __init__(self, *, team_domain: str, audience: str, keys: JwksCache) -> None:
+        self.issuer = f"https://{team_domain}"
+        self.audience = audience
+        self.keys = keys
+
+    @classmethod
+    def from_config(cls, config: Config) -> CloudflareAccessAuth:
+        """Built once per worker; fetches the keys now, and keeps serving /healthz when that fails."""
+        assert config.access_team_domain and config.access_aud and config.access_certs_url
+        keys = JwksCache(config.access_certs_url)
+        keys.load()
+        return cls(team_domain=config.access_team_domain, audience=config.access_aud, keys=keys)
+
+    def authenticate(self, headers: Mapping[str, str]) -> str:
+        token = headers.get(HEADER, "").strip()
+        if not token:
+            raise unauthorized(f"no {HEADER} header: reach the agent through Cloudflare Access")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise unauthorized(f"the {HEADER} header is larger than {MAX_TOKEN_CHARS} characters")
+        key = self._key(token)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY,
+                options={"require": ["exp", "iss", "aud"], "enforce_minimum_key_length": True},
+            )
+        except jwt.PyJWTError as e:
+            # Our own words: PyJWT's messages may quote parts of the token.
+            raise unauthorized(_reason(e, issuer=self.issuer)) from None
+        return _actor(claims)
+
+    def _key(self, token: str) -> jwt.PyJWK:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise unauthorized("the Access token is not a well-formed JWT") from None
+        if header.get("alg") != ALGORITHM:
+            raise unauthorized(f"the Access token must be signed with {ALGORITHM}")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
+            raise unauthorized("the Access token names no signing key (kid)")
+        try:
+            key = self.keys.key(kid)
+        except KeysUnavailable as e:
+            raise ApiError(
+                503, "auth_unavailable", f"the Cloudflare Access signing keys are not loaded yet ({e}); retry shortly"
+            ) from None
+        if key is None:
+            raise unauthorized(f"the Access token is signed by a key the team's JWKS does not hold (kid {kid[:64]!r})")
+        return key
+
+
+def _reason(error: jwt.PyJWTError, *, issuer: str) -> str:
+    if isinstance(error, jwt.ExpiredSignatureError):
+        return "the Access token has expired"
+    if isinstance(error, jwt.ImmatureSignatureError):
+        return "the Access token is not valid yet (nbf or iat in the future)"
+    if isinstance(error, jwt.MissingRequiredClaimError):
+        return f"the Access token has no {error.claim!r} claim"
+    if isinstance(error, jwt.InvalidAudienceError):
+        return "the Access token is for another Access application (aud does not contain DEPLOY_AGENT_ACCESS_AUD)"
+    if isinstance(error, jwt.InvalidIssuerError):
+        return f"the Access token was not issued by {issuer}"
+    if isinstance(error, jwt.InvalidSignatureError):
+        return "the Access token's signature is not valid"
+    return "the Access token is not valid"
+
+
+def _actor(claims: dict[str, Any]) -> str:
+    """A person's email, else a service token's common_name (its JWT has no email)."""
+    for claim in ("email", "common_name"):
+        value = claims.get(claim)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    raise unauthorized("the Access token names no one (no email, no common_name)")

@@ -1,0 +1,58 @@
+"""The Flask app factory: `gunicorn 'agent.app:create_app()'` calls it once per worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from flask import Flask, Response, g, request
+
+from agent import api
+from agent.auth import make_authenticator
+from agent.config import Config, load_config
+from agent.errors import register_error_handlers
+from agent.logs import Stopwatch, log, setup_logging
+from agent.service import Service
+
+MAX_BODY = 256 * 1024
+
+
+def create_app(config: Config | None = None, *, environ: Mapping[str, str] | None = None) -> Flask:
+    """Build the app from a Config, else from the environment (raises ConfigError naming every problem)."""
+    setup_logging()
+    config = config or load_config(os.environ if environ is None else environ)
+    app = Flask("deploy_agent")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["deployplan"] = Service.open(config)
+    app.extensions["deployplan.auth"] = make_authenticator(config)
+    register_error_handlers(app)
+    api.init_app(app)
+    _log_requests(app)
+    log(
+        "agent started",
+        environments=list(config.environments),
+        auth=config.auth,
+        state_dir=str(config.state_dir),
+        pid=os.getpid(),
+    )
+    return app
+
+
+def _log_requests(app: Flask) -> None:
+    @app.before_request
+    def start_clock() -> None:
+        g.clock = Stopwatch()
+
+    @app.after_request
+    def log_request(response: Response) -> Response:
+        clock = g.get("clock")
+        log(
+            "request",
+            method=request.method,
+            path=request.path,
+            status=response.status_code,
+            actor=g.get("actor"),
+            duration_ms=clock.ms() if clock else None,
+        )
+        return response

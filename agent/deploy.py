@@ -1,0 +1,176 @@
+"""One deployment, top to bottom: pull, stop_remove, start, verify; each step audited before and after.
+
+No retry and no rollback: when start or verify fails, the new container is stopped and kept for
+inspection, and the deployment fails with the step, the reason and the container's last log lines.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent import steps
+from agent.audit import AuditError
+from agent.config import Config
+from agent.dockerio import DOCKER_ERRORS, connect, last_log_lines, observe
+from agent.executor import ActionFailed, Executor
+from agent.ledger import Ledger
+from agent.lock import DeployLock
+from agent.logs import Stopwatch, log
+from agent.validate import DeployRequest
+
+LOG_LINES = 100
+
+
+class StepFailed(Exception):
+    """A step failed; carries the step's action name and the reason."""
+
+    def __init__(self, step: str, message: str) -> None:
+        self.step = step
+        self.message = message
+        super().__init__(f"{step}: {message}")
+
+
+@dataclass
+class Deployment:
+    """A deploy that was accepted (its `deployment_started` record is written) and now runs."""
+
+    id: str
+    actor: str
+    request: DeployRequest
+    config: Config
+    ledger: Ledger
+    executor: Executor
+    container_id: str | None = field(default=None)
+    current_step: str = field(default="pull")
+
+    def run(self) -> None:
+        """The four steps, in order; the failure path is right here."""
+        plan, environment = self.request.plan, self.request.environment
+        log("deployment running", deployment_id=self.id, environment=environment.name, image=plan.image)
+        try:
+            known = self.ledger.refresh().digests.get(plan.image)
+            self.step("pull", steps.pull(plan, known_digest=known))
+            self.step("stop_remove", steps.stop_remove(plan, current=self.observe()))
+            self.step(
+                "start",
+                steps.start(
+                    plan,
+                    environment=environment,
+                    restart_policy=self.config.restart_policy,
+                    env_names=sorted(self.request.env),
+                    deployment_id=self.id,
+                ),
+            )
+            self.step("verify", steps.verify(plan, container=environment.container))
+        except StepFailed as failure:
+            self.fail(failure)
+        else:
+            self.finish("succeeded", error=None)
+
+    def step(self, name: str, actions: list[steps.Action]) -> None:
+        """Announce the step and its actions in the audit log, perform them, record the outcome."""
+        self.current_step = name
+        self.ledger.append(
+            "step_started", deployment_id=self.id, actor=self.actor, step=name, actions=[a.description for a in actions]
+        )
+        log("step started", deployment_id=self.id, step=name, actions=[a.description for a in actions])
+        clock = Stopwatch()
+        learned: dict[str, Any] = {}
+        try:
+            for action in actions:
+                learned.update(self.executor.perform(action))
+                self.container_id = learned.get("container_id", self.container_id)
+        except ActionFailed as e:
+            self.ledger.append("step_failed", deployment_id=self.id, actor=self.actor, step=name, message=str(e))
+            log("step failed", deployment_id=self.id, step=name, reason=str(e), duration_ms=clock.ms())
+            raise StepFailed(name, str(e)) from e
+        message = "; ".join(a.description for a in actions)
+        self.ledger.append(
+            "step_succeeded", deployment_id=self.id, actor=self.actor, step=name, message=message, **learned
+        )
+        log("step succeeded", deployment_id=self.id, step=name, duration_ms=clock.ms(), **learned)
+
+    def fail(self, failure: StepFailed) -> None:
+        """Stop the new container (kept for inspection) so the runtime is not left running, then record why."""
+        if self.container_id is not None:
+            grace = self.request.plan.step("stop_remove")["stop_timeout"]
+            self.ledger.append(
+                "cleanup_started",
+                deployment_id=self.id,
+                actor=self.actor,
+                container_id=self.container_id,
+                message="stop the new container and keep it for inspection",
+            )
+            try:
+                self.executor.stop_for_inspection(self.container_id, timeout=grace)
+                outcome = "stopped; kept for inspection with restart policy 'no'"
+            except ActionFailed as e:
+                outcome = str(e)
+            self.ledger.append(
+                "cleanup_finished",
+                deployment_id=self.id,
+                actor=self.actor,
+                container_id=self.container_id,
+                message=outcome,
+            )
+        self.finish("failed", error={"step": failure.step, "message": failure.message})
+
+    def finish(self, state: str, *, error: dict[str, str] | None) -> None:
+        logs = self.container_logs()
+        self.ledger.append(
+            "deployment_finished", deployment_id=self.id, actor=self.actor, state=state, error=error, logs=logs
+        )
+        log(
+            f"deployment {state}",
+            deployment_id=self.id,
+            environment=self.request.environment.name,
+            image=self.request.plan.image,
+            error=error,
+            container_logs=logs,
+        )
+
+    def observe(self) -> steps.Observed:
+        try:
+            with connect(timeout=30) as client:
+                return observe(client, self.request.environment.container)
+        except DOCKER_ERRORS as e:
+            raise StepFailed("stop_remove", f"Docker: cannot inspect {self.request.environment.container}: {e}") from e
+
+    def container_logs(self) -> list[str]:
+        if self.container_id is None:
+            return []
+        try:
+            with connect(timeout=30) as client:
+                return last_log_lines(client, self.container_id, lines=LOG_LINES)
+        except DOCKER_ERRORS as e:
+            return [f"(the container's logs could not be read: {e})"]
+
+
+def run_in_background(deployment: Deployment, lock: DeployLock) -> None:
+    """The thread body: run, and whatever happens, release the deploy lock."""
+    try:
+        deployment.run()
+    except AuditError as e:
+        # The next record could not be written, so nothing more may be done: the deployment stays without a
+        # final record and is marked interrupted at the next start or deploy.
+        log(
+            "deployment stopped: audit log not writable",
+            level=logging.ERROR,
+            deployment_id=deployment.id,
+            reason=str(e),
+        )
+    except Exception:
+        log("deployment crashed", level=logging.ERROR, exc_info=True, deployment_id=deployment.id)
+        try:
+            deployment.fail(StepFailed(deployment.current_step, "internal error in the agent; see its log"))
+        except Exception:
+            log(
+                "deployment could not record its failure",
+                level=logging.ERROR,
+                exc_info=True,
+                deployment_id=deployment.id,
+            )
+    finally:
+        lock.release()

@@ -1,0 +1,151 @@
+"""The one executor: performs the steps' actions against the Docker Engine API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import docker
+
+from agent.dockerio import DOCKER_ERRORS, image_digest
+from agent.steps import Action
+from runner.secrets import Secret, reveal
+
+POLL_SECONDS = 0.1
+
+
+class ActionFailed(Exception):
+    """An action did not do what it said; the message says why, in words an operator can act on."""
+
+
+class Executor:
+    """Performs actions; the runtime's variable values are unwrapped here and nowhere else."""
+
+    def __init__(
+        self,
+        *,
+        connect: Callable[..., docker.APIClient],
+        env: Mapping[str, str | Secret],
+        registry_auth: dict[str, str | Secret] | None,
+    ) -> None:
+        self._connect = connect
+        self._env = env
+        self._registry_auth = registry_auth
+
+    def perform(self, action: Action) -> dict[str, Any]:
+        """Do one action; returns what it learned (a digest, a container id); raises ActionFailed."""
+        handler: Callable[..., dict[str, Any]] = getattr(self, f"_{action.kind}")
+        try:
+            return handler(**action.options)
+        except ActionFailed:
+            raise
+        except DOCKER_ERRORS as e:
+            raise ActionFailed(f"Docker: {_explain(e)}") from e
+
+    def _nothing(self) -> dict[str, Any]:
+        return {}
+
+    def _pull(self, *, repository: str, tag: str, timeout: int, known_digest: str | None) -> dict[str, Any]:
+        # The socket timeout bounds a stalled stream; the deadline bounds a slow one.
+        deadline = time.monotonic() + timeout
+        with self._connect(timeout=timeout) as client:
+            auth = {k: reveal(v) for k, v in self._registry_auth.items()} if self._registry_auth else None
+            # The streaming API, because the SDK's images.pull() drops the errors reported in the stream.
+            for record in client.pull(repository, tag=tag, stream=True, decode=True, auth_config=auth):
+                if "error" in record or "errorDetail" in record:
+                    detail = record.get("errorDetail", {}).get("message") or record.get("error")
+                    raise ActionFailed(f"pull of {repository}:{tag} failed: {detail}")
+                if time.monotonic() > deadline:
+                    raise ActionFailed(f"pull of {repository}:{tag} took longer than its timeout of {timeout} s")
+            digest = image_digest(client, f"{repository}:{tag}", repository=repository)
+        if digest is None:
+            raise ActionFailed(f"pulled {repository}:{tag} but Docker reports no registry digest for it")
+        if known_digest and digest != known_digest:
+            raise ActionFailed(
+                f"the tag {tag} was moved in the registry: it was deployed before as {known_digest} and now names "
+                f"{digest}; tags are immutable here, push a new tag and deploy that"
+            )
+        return {"digest": digest}
+
+    def _stop(self, *, container: str, timeout: int) -> dict[str, Any]:
+        with self._connect(timeout=timeout + 30) as client:
+            client.stop(container, timeout=timeout)
+        return {}
+
+    def _remove(self, *, container: str) -> dict[str, Any]:
+        with self._connect(timeout=60) as client:
+            client.remove_container(container, force=True)
+        return {}
+
+    def _create(
+        self,
+        *,
+        name: str,
+        image: str,
+        binds: list[str],
+        restart_policy: str,
+        labels: dict[str, str],
+        env_names: list[str],
+    ) -> dict[str, Any]:
+        environment = {n: reveal(self._env[n]) for n in env_names}
+        with self._connect(timeout=60) as client:
+            host_config = client.create_host_config(binds=binds, restart_policy={"Name": restart_policy})
+            created = client.create_container(
+                image, name=name, environment=environment, labels=labels, host_config=host_config, detach=True
+            )
+        return {"container_id": created["Id"]}
+
+    def _start(self, *, name: str) -> dict[str, Any]:
+        with self._connect(timeout=60) as client:
+            client.start(name)
+        return {}
+
+    def _wait_stable(self, *, container: str, timeout: int, stable_for: int) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        running_since: float | None = None
+        with self._connect(timeout=30) as client:
+            while True:
+                attrs = client.inspect_container(container)
+                state, restarts = attrs["State"], int(attrs.get("RestartCount", 0))
+                health = (state.get("Health") or {}).get("Status")
+                if restarts:
+                    raise ActionFailed(
+                        f"{container} restarted {restarts} time(s) (last exit code {state.get('ExitCode')})"
+                    )
+                if state["Status"] in ("exited", "dead"):
+                    raise ActionFailed(f"{container} exited with code {state.get('ExitCode')}")
+                if health == "unhealthy":
+                    raise ActionFailed(f"{container} is unhealthy: {_last_health_output(state)}")
+                now = time.monotonic()
+                if state["Status"] == "running":
+                    running_since = running_since if running_since is not None else now
+                    if now - running_since >= stable_for and health in (None, "healthy"):
+                        return {}
+                else:
+                    running_since = None
+                if now >= deadline:
+                    raise ActionFailed(
+                        f"{container} was not stable within {timeout} s (state {state['Status']}, "
+                        f"health {health or 'none'}, needed {stable_for} s up)"
+                    )
+                time.sleep(POLL_SECONDS)
+
+    def stop_for_inspection(self, container: str, *, timeout: int) -> None:
+        """Stop a failed new container and keep it; no restart policy may start it again, even after a reboot."""
+        try:
+            with self._connect(timeout=timeout + 30) as client:
+                client.update_container(container, restart_policy={"Name": "no"})
+                client.stop(container, timeout=timeout)
+        except DOCKER_ERRORS as e:
+            raise ActionFailed(f"could not stop {container}: {_explain(e)}") from e
+
+
+def _last_health_output(state: dict[str, Any]) -> str:
+    log = (state.get("Health") or {}).get("Log") or []
+    return str(log[-1].get("Output", "")).strip() or "no output" if log else "no check output"
+
+
+def _explain(error: BaseException) -> str:
+    explanation = getattr(error, "explanation", None)
+    return str(explanation or error).strip()

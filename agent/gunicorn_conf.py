@@ -1,0 +1,23 @@
+"""The project's gunicorn settings; `deploy-agent` passes the bind address from DEPLOY_AGENT_BIND.
+
+Used as `gunicorn -c python:agent.gunicorn_conf --bind HOST:PORT 'agent.app:create_app()'`.
+"""
+
+from agent.logs import GUNICORN_LOGCONFIG
+
+# gthread: requests are short; a deploy runs in its own thread after the 202. Any number of workers and
+# threads is correct (the lock and the state live in DEPLOY_AGENT_STATE_DIR); two workers keep the
+# agent answering while one is busy.
+worker_class = "gthread"
+workers = 2
+threads = 4
+# No worker recycling: a recycled worker would cut a running deploy short.
+max_requests = 0
+timeout = 60
+# On stop, give a running step time to finish before the worker is killed; what is still running
+# then is marked interrupted at the next start.
+graceful_timeout = 60
+accesslog = None
+logconfig_dict = GUNICORN_LOGCONFIG
+# Cloudflare Tunnel (cloudflared) is the only proxy; forwarded headers are not trusted for anything.
+forwarded_allow_ips = "127.0.0.1"

@@ -1,0 +1,106 @@
+"""What a deploy request must pass before anything is touched: the plan module's checks, then the server's rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agent.config import Config, Environment
+from runner.envschema import NAME_PATTERN as ENV_NAME
+from runner.plan import Plan, check_plan
+from runner.render import TAG_PATTERN
+from runner.schema import schema_errors
+from runner.secrets import Secret
+
+MAX_VALUE = 32768
+MAX_VARIABLES = 200
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reason to refuse, with the JSON path of the field it is about."""
+
+    path: str
+    message: str
+
+    def as_detail(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message}
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """A request that passed every check: the plan, the environment it targets, the runtime's variables."""
+
+    plan: Plan
+    environment: Environment
+    env: dict[str, str | Secret]
+    dry_run: bool
+
+
+def check_request(body: Any, config: Config) -> tuple[DeployRequest | None, list[Finding]]:
+    """Every finding about a request body; a DeployRequest only when there is none."""
+    findings = [
+        Finding(_json_path(path), message)
+        for path, _, message in schema_errors("deploy-request.schema.json", body)
+        # The plan's findings come from the plan module; env's are written here, without echoing any value.
+        if path[:1] not in (("plan",), ("env",))
+    ]
+    if not isinstance(body, dict):
+        return None, findings
+    if "env" in body:
+        findings += _env_findings(body["env"])
+    plan_data = body.get("plan")
+    if plan_data is not None:
+        # Plan findings use paths inside the plan document ($.steps[1].action), as the CLI reports them.
+        findings += [Finding(p.json_path(), p.message) for p in check_plan(plan_data, source="plan")]
+    if findings:
+        return None, findings
+    plan = Plan(source="request", data=plan_data)
+    findings += _server_rules(plan, body, config)
+    if findings:
+        return None, findings
+    env = {name: Secret(value) for name, value in body["env"].items()}
+    return DeployRequest(
+        plan=plan, environment=config.environments[plan.environment], env=env, dry_run=bool(body.get("dry_run"))
+    ), []
+
+
+def _server_rules(plan: Plan, body: dict[str, Any], config: Config) -> list[Finding]:
+    findings = []
+    if plan.repository != config.image_repository:
+        findings.append(
+            Finding(
+                "$.image", f"{plan.repository} is not the repository this agent deploys ({config.image_repository})"
+            )
+        )
+    if not TAG_PATTERN.fullmatch(plan.tag):
+        findings.append(Finding("$.image", f"tag {plan.tag!r} must be a full 40-hex commit SHA or a semantic version"))
+    if plan.environment not in config.environments:
+        served = ", ".join(config.environments)
+        findings.append(
+            Finding("$.environment", f"this agent does not serve {plan.environment!r} (it serves {served})")
+        )
+    if plan.environment == "prod" and body.get("confirm") != f"prod:{plan.tag}":
+        given = "missing" if "confirm" not in body else f"{body['confirm']!r}"
+        findings.append(Finding("$.confirm", f"a prod deploy needs confirm equal to 'prod:{plan.tag}' ({given})"))
+    return findings
+
+
+def _env_findings(env: Any) -> list[Finding]:
+    if not isinstance(env, dict):
+        return [Finding("$.env", f'must be an object of NAME: "value" strings, found {type(env).__name__}')]
+    findings = []
+    for name, value in env.items():
+        if not ENV_NAME.fullmatch(name):
+            findings.append(Finding(f"$.env.{name}", "not a valid variable name: use ^[A-Z][A-Z0-9_]*$"))
+        if not isinstance(value, str):
+            findings.append(Finding(f"$.env.{name}", f"the value must be a string, found {type(value).__name__}"))
+        elif len(value) > MAX_VALUE:
+            findings.append(Finding(f"$.env.{name}", f"the value is longer than {MAX_VALUE} characters"))
+    if len(env) > MAX_VARIABLES:
+        findings.append(Finding("$.env", f"{len(env)} variables; at most {MAX_VARIABLES}"))
+    return findings
+
+
+def _json_path(parts: tuple[str | int, ...]) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)

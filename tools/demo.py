@@ -1,0 +1,154 @@
+"""The demo: the whole job end to end on this machine, printing every command before it runs it.
+
+A local registry with two versions of the example runtime, the real agent under gunicorn on loopback
+(token auth, state in a temporary directory), then lint, dry-run, apply, a failing apply, status and
+audit verify with the real CLI. Everything it starts or creates is removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import docker
+
+import lab
+
+NAME = "deployplan-demo"
+REPOSITORY = "demo/trader"
+FIRST, SECOND = "1.0.0", "1.1.0"
+
+
+def banner(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
+
+
+def deployplan(*args: str, cwd: Path, env: dict[str, str], shown_env: str = "", expect: int = 0) -> None:
+    """Run the real CLI, showing the command first; stop the demo if it exits otherwise than expected."""
+    print(f"$ {shown_env}deployplan {shlex.join(args)}", flush=True)
+    code = subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, env=env).returncode
+    print(f"(exit {code})", flush=True)
+    if code != expect:
+        raise SystemExit(f"demo: expected exit {expect}, got {code}")
+
+
+def workspace(root: Path, registry: str) -> Path:
+    """The repository's plan, variable table and workflow, with the plan's registry pointed at the local one."""
+    ws = root / "workspace"
+    (ws / "plans").mkdir(parents=True)
+    plan = (lab.REPO_ROOT / "plans" / "runtime.yaml").read_text()
+    (ws / "plans" / "runtime.yaml").write_text(plan.replace("ghcr.io/", f"{registry}/"))
+    shutil.copytree(lab.REPO_ROOT / "infra", ws / "infra", ignore=shutil.ignore_patterns("runtime"))
+    shutil.copytree(lab.REPO_ROOT / ".github", ws / ".github")
+    # The failing rehearsal: a table that wrongly marks RUNTIME_LOG_LEVEL optional.
+    table = (ws / "infra" / "ENV_SCHEMA.md").read_text()
+    (ws / "infra" / "ENV_SCHEMA.wrong.md").write_text(
+        table.replace("| `RUNTIME_LOG_LEVEL` | yes |", "| `RUNTIME_LOG_LEVEL` | no |")
+    )
+    return ws
+
+
+def main() -> None:
+    client = docker.from_env()
+    root = Path(tempfile.mkdtemp(prefix=f"{NAME}-"))
+    registry = lab.Registry()
+    agent: lab.AgentServer | None = None
+    try:
+        banner("a local registry with two versions of the example runtime")
+        registry.start()
+        image_repo = f"{registry.host}/{REPOSITORY}/runtime"
+        for tag in (FIRST, SECOND):
+            lab.build_runtime_image(client, f"{image_repo}:{tag}", label=tag)
+            print(f"pushed {image_repo}:{tag} {lab.push(client, f'{image_repo}:{tag}')}")
+        lab.remove_images(client, image_repo)  # the agent pulls them from the registry
+
+        banner("the deploy agent under gunicorn on loopback (token auth, state in a temporary directory)")
+        token = secrets.token_hex(24)
+        state = root / "state"
+        data = root / "data"
+        data.mkdir()
+        agent_env = {
+            "PATH": os.environ.get("PATH", ""),
+            "DEPLOY_AGENT_BIND": f"127.0.0.1:{lab.free_port()}",
+            "DEPLOY_AGENT_STATE_DIR": str(state),
+            "DEPLOY_AGENT_ENVIRONMENTS": "dev,prod",
+            "DEPLOY_AGENT_IMAGE_REPOSITORY": image_repo,
+            "DEPLOY_AGENT_CONTAINER_DEV": f"{NAME}-dev",
+            "DEPLOY_AGENT_CONTAINER_PROD": f"{NAME}-prod",
+            "DEPLOY_AGENT_VOLUMES_DEV": f"{data}:/var/lib/runtime:rw",
+            "DEPLOY_AGENT_VOLUMES_PROD": "none",
+            "DEPLOY_AGENT_RESTART_POLICY": "unless-stopped",
+            "DEPLOY_AGENT_AUTH": "token",
+            "DEPLOY_AGENT_TOKEN": token,
+        }
+        for key, value in agent_env.items():
+            if key != "PATH":
+                print(f"  {key}={'<generated>' if key == 'DEPLOY_AGENT_TOKEN' else value}")
+        command = [sys.executable, "-c", "from agent.main import main; main()"]
+        agent = lab.AgentServer(agent_env, log_path=root / "agent.log", command=command).start()
+        print(f"agent up at {agent.url} (its JSON log: {root / 'agent.log'})")
+
+        ws = workspace(root, registry.host)
+        cli_env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNTIME_", "GITHUB_", "DEPLOY_"))}
+        cli_env.update(
+            DEPLOY_AGENT_URL=agent.url,
+            DEPLOY_AGENT_TOKEN=token,
+            RUNTIME_ENV="dev",
+            RUNTIME_LOG_LEVEL="info",
+            RUNTIME_API_TOKEN=f"demo-{secrets.token_hex(12)}",
+        )
+        shown = "RUNTIME_ENV=dev RUNTIME_LOG_LEVEL=info RUNTIME_API_TOKEN=<secret> "
+        plan = ["plans/runtime.yaml", "--env", "dev", "--repository", REPOSITORY]
+
+        banner("lint every plan, the variable table and the deploy workflow")
+        deployplan("lint", cwd=ws, env=cli_env)
+        banner(f"dry-run {FIRST} locally: the four actions, touching nothing")
+        deployplan("dry-run", *plan, "--tag", FIRST, cwd=ws, env=cli_env, shown_env=shown)
+        banner(f"deploy {FIRST}")
+        deployplan("apply", *plan, "--tag", FIRST, cwd=ws, env=cli_env, shown_env=shown)
+        banner(f"ask the agent what deploying {SECOND} would change")
+        deployplan("dry-run", *plan, "--tag", SECOND, "--agent", agent.url, cwd=ws, env=cli_env, shown_env=shown)
+        banner(f"deploy {SECOND}")
+        deployplan("apply", *plan, "--tag", SECOND, cwd=ws, env=cli_env, shown_env=shown)
+
+        banner("a deploy that fails: the table wrongly says RUNTIME_LOG_LEVEL is optional, and it is not set")
+        without = {k: v for k, v in cli_env.items() if k != "RUNTIME_LOG_LEVEL"}
+        deployplan(
+            "apply",
+            *plan,
+            "--tag",
+            SECOND,
+            "--env-schema",
+            "infra/ENV_SCHEMA.wrong.md",
+            cwd=ws,
+            env=without,
+            shown_env="RUNTIME_ENV=dev RUNTIME_API_TOKEN=<secret> ",
+            expect=1,
+        )
+        banner("status: dev is not running; the failed container is kept, stopped, for inspection")
+        deployplan("status", cwd=ws, env=cli_env)
+        banner(f"recover by hand: deploy {SECOND} again with its variables")
+        deployplan("apply", *plan, "--tag", SECOND, cwd=ws, env=cli_env, shown_env=shown)
+        deployplan("status", "--env", "dev", cwd=ws, env=cli_env)
+        banner("the audit log's hash chain")
+        deployplan("audit", "verify", str(state / "audit.jsonl"), cwd=ws, env=cli_env)
+        print("\ndemo: done")
+    finally:
+        banner("cleaning up: agent, containers, images, registry")
+        if agent is not None:
+            agent.stop()
+        lab.remove_containers(client, NAME)
+        lab.remove_images(client, f"{registry.host}/{REPOSITORY}/")
+        registry.stop()
+        client.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
