@@ -86,7 +86,7 @@ class Deployment:
             self.ledger.append("step_failed", deployment_id=self.id, actor=self.actor, step=name, message=str(e))
             log("step failed", deployment_id=self.id, step=name, reason=str(e), duration_ms=clock.ms())
             raise StepFailed(name, str(e)) from e
-        message = "; ".join(a.description for a in actions)
+        message = "; ".join(a.done for a in actions) + (f" ({learned['digest']})" if "digest" in learned else "")
         self.ledger.append(
             "step_succeeded", deployment_id=self.id, actor=self.actor, step=name, message=message, **learned
         )

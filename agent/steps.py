@@ -24,6 +24,7 @@ class Action:
 
     kind: Kind
     description: str
+    done: str
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -38,6 +39,7 @@ def pull(plan: Plan, *, known_digest: str | None) -> list[Action]:
         Action(
             "pull",
             f"pull {plan.image} from the registry (at most {timeout} s){guard}",
+            f"pulled {plan.image}",
             {"repository": plan.repository, "tag": plan.tag, "timeout": timeout, "known_digest": known_digest},
         )
     ]
@@ -46,17 +48,23 @@ def pull(plan: Plan, *, known_digest: str | None) -> list[Action]:
 def stop_remove(plan: Plan, *, current: Observed) -> list[Action]:
     grace = plan.step("stop_remove")["stop_timeout"]
     if current.state == "absent":
-        return [Action("nothing", f"no container named {current.name}: nothing to stop or remove")]
+        nothing = f"no container named {current.name}: nothing to stop or remove"
+        return [Action("nothing", nothing, nothing)]
     actions = []
     if current.state in STOPPABLE:
         actions.append(
             Action(
                 "stop",
                 f"stop {current.name} ({current.state}, {current.image}; SIGTERM, SIGKILL after {grace} s)",
+                f"stopped {current.name}",
                 {"container": current.id, "timeout": grace},
             )
         )
-    actions.append(Action("remove", f"remove {current.name} ({current.image})", {"container": current.id}))
+    actions.append(
+        Action(
+            "remove", f"remove {current.name} ({current.image})", f"removed {current.name}", {"container": current.id}
+        )
+    )
     return actions
 
 
@@ -75,6 +83,7 @@ def start(
             "create",
             f"create {environment.container} from {plan.image} with {mounts}, restart policy {restart_policy}, "
             f"variables {', '.join(env_names) or 'none'}",
+            f"created {environment.container} from {plan.image}",
             {
                 "name": environment.container,
                 "image": plan.image,
@@ -84,7 +93,12 @@ def start(
                 "env_names": env_names,
             },
         ),
-        Action("start", f"start {environment.container}", {"name": environment.container}),
+        Action(
+            "start",
+            f"start {environment.container}",
+            f"started {environment.container}",
+            {"name": environment.container},
+        ),
     ]
 
 
@@ -95,6 +109,7 @@ def verify(plan: Plan, *, container: str) -> list[Action]:
             "wait_stable",
             f"within {options['timeout']} s, {container} must be running (and healthy, if the image has a "
             f"healthcheck) and stay up without a restart for {options['stable_for']} s",
+            f"{container} is running and stayed up for {options['stable_for']} s",
             {"container": container, "timeout": options["timeout"], "stable_for": options["stable_for"]},
         )
     ]

@@ -109,7 +109,8 @@ def main() -> None:
         banner("lint every plan, the variable table and the deploy workflow")
         deployplan("lint", cwd=ws, env=cli_env)
         banner(f"dry-run {FIRST} locally: the four actions, touching nothing")
-        deployplan("dry-run", *plan, "--tag", FIRST, cwd=ws, env=cli_env, shown_env=shown)
+        local = {k: v for k, v in cli_env.items() if k != "DEPLOY_AGENT_URL"}  # no agent: a local dry run
+        deployplan("dry-run", *plan, "--tag", FIRST, cwd=ws, env=local, shown_env=shown)
         banner(f"deploy {FIRST}")
         deployplan("apply", *plan, "--tag", FIRST, cwd=ws, env=cli_env, shown_env=shown)
         banner(f"ask the agent what deploying {SECOND} would change")
