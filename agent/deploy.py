@@ -13,7 +13,7 @@ from typing import Any
 from agent import steps
 from agent.audit import AuditError
 from agent.config import Config
-from agent.dockerio import DOCKER_ERRORS, connect, last_log_lines, observe
+from agent.dockerio import DOCKER_ERRORS, Observed, connect, last_log_lines, observe
 from agent.executor import ActionFailed, Executor
 from agent.ledger import Ledger
 from agent.lock import DeployLock
@@ -131,7 +131,7 @@ class Deployment:
             container_logs=logs,
         )
 
-    def observe(self) -> steps.Observed:
+    def observe(self) -> Observed:
         try:
             with connect(timeout=30) as client:
                 return observe(client, self.request.environment.container)

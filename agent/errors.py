@@ -65,5 +65,5 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> tuple[Response, int]:
         # The traceback goes to the log only; the caller learns nothing about the inside.
-        log("internal error", level=40, exc_info=error, method=request.method, path=request.path)
+        log("internal error", level=40, exc_info=True, method=request.method, path=request.path)
         return ApiError(500, "internal", "internal error; the agent's log has the details").response()

@@ -20,6 +20,7 @@ from agent.logs import log
 from agent.state import State
 from agent.validate import DeployRequest, check_request
 from runner import __version__
+from runner.secrets import Secret
 
 AUDIT_PAGE = 1000
 STATUS_DOCKER_TIMEOUT = 5
@@ -220,11 +221,9 @@ class Service:
             environment=environment.name,
             image=plan.image,
         )
-        auth = (
-            {"username": self.config.registry_username, "password": self.config.registry_password}
-            if self.config.registry_username and self.config.registry_password
-            else None
-        )
+        auth: dict[str, str | Secret] | None = None
+        if self.config.registry_username and self.config.registry_password:
+            auth = {"username": self.config.registry_username, "password": self.config.registry_password}
         executor = Executor(connect=connect, env=request.env, registry_auth=auth)
         return Deployment(
             id=deployment_id, actor=actor, request=request, config=self.config, ledger=self.ledger, executor=executor

@@ -9,11 +9,13 @@ from agent.config import Config, Environment
 from runner.envschema import NAME_PATTERN as ENV_NAME
 from runner.plan import Plan, check_plan
 from runner.render import TAG_PATTERN
-from runner.schema import schema_errors
+from runner.schema import schema_errors, validator
 from runner.secrets import Secret
 
-MAX_VALUE = 32768
-MAX_VARIABLES = 200
+# The limits of env are the request schema's, so the schema and these messages never disagree.
+_ENV_SCHEMA: dict[str, Any] = dict(validator("deploy-request.schema.json").schema)["properties"]["env"]
+MAX_VALUE = _ENV_SCHEMA["additionalProperties"]["maxLength"]
+MAX_VARIABLES = _ENV_SCHEMA["maxProperties"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,11 @@ def check_request(body: Any, config: Config) -> tuple[DeployRequest | None, list
         findings += [Finding(p.json_path(), p.message) for p in check_plan(plan_data, source="plan")]
     if findings:
         return None, findings
-    plan = Plan(source="request", data=plan_data)
+    plan = Plan(source="request", data=body["plan"])
     findings += _server_rules(plan, body, config)
     if findings:
         return None, findings
-    env = {name: Secret(value) for name, value in body["env"].items()}
+    env: dict[str, str | Secret] = {str(name): Secret(value) for name, value in body["env"].items()}
     return DeployRequest(
         plan=plan, environment=config.environments[plan.environment], env=env, dry_run=bool(body.get("dry_run"))
     ), []

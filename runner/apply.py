@@ -21,7 +21,7 @@ DEADLINE_MARGIN = 120
 
 def deadline_seconds(plan: Plan) -> int:
     """How long apply follows a deploy at most, from the plan's own timeouts."""
-    return (
+    return int(
         plan.step("pull")["timeout"]
         + plan.step("stop_remove")["stop_timeout"]
         + plan.step("verify")["timeout"]

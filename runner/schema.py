@@ -23,7 +23,7 @@ PLAN_SCHEMA = _read("plan.schema.json")
 
 
 @cache
-def _registry() -> Registry:  # type: ignore[type-arg]
+def _registry() -> Registry:
     resource = Resource.from_contents(PLAN_SCHEMA)
     return Registry().with_resource(PLAN_SCHEMA["$id"], resource)  # type: ignore[no-any-return]
 
@@ -54,12 +54,13 @@ def _leaves(error: ValidationError) -> list[ValidationError]:
 
 def _explain(error: ValidationError) -> list[tuple[tuple[str | int, ...], bool, str]]:
     path = tuple(error.absolute_path)
-    value = error.instance
-    kind = error.validator
-    expected = error.validator_value
-    hint = error.schema.get("description", "") if isinstance(error.schema, dict) else ""
+    value: Any = error.instance
+    kind: Any = error.validator
+    expected: Any = error.validator_value
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    hint = schema.get("description", "")
     if kind == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
+        allowed = sorted(schema.get("properties", {}))
         extras = [key for key in value if key not in allowed]
         return [((*path, key), True, f"unknown key {key!r}; allowed here: {', '.join(allowed)}") for key in extras]
     if kind == "required":
@@ -94,7 +95,7 @@ def _explain(error: ValidationError) -> list[tuple[tuple[str | int, ...], bool, 
 def _a(expected: Any) -> str:
     names = {"integer": "an integer", "string": "a string", "object": "a mapping", "array": "a list"}
     if isinstance(expected, list):
-        return " or ".join(names.get(e, e) for e in expected)
+        return " or ".join(names.get(e, str(e)) for e in expected)
     return names.get(expected, str(expected))
 
 

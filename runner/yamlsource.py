@@ -48,7 +48,7 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise yaml.MarkedYAMLError(
                 None, None, "aliases (*name) are not allowed in plans; write the value out", event.start_mark
             )
@@ -56,7 +56,7 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.MarkedYAMLError(None, None, f"nested more than {MAX_DEPTH} levels deep", parent.start_mark)
         self.depth += 1
         try:
-            return super().compose_node(parent, index)  # type: ignore[no-untyped-call, no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self.depth -= 1
 
@@ -163,7 +163,7 @@ def _convert(
             for i, item in enumerate(node.value)
         ]
     try:
-        return loader.construct_object(node)  # type: ignore[no-untyped-call]
+        return loader.construct_object(node)
     except yaml.MarkedYAMLError as e:
         message = f"cannot read this value: {e.problem}"
     except (ValueError, OverflowError) as e:  # an implicit or explicit tag whose text does not parse (2001-13-45)
