@@ -13,7 +13,7 @@ from runner.schema import schema_errors, validator
 from runner.secrets import Secret
 
 # The limits of env are the request schema's, so the schema and these messages never disagree.
-_ENV_SCHEMA: dict[str, Any] = dict(validator("deploy-request.schema.json").schema)["properties"]["env"]
+_ENV_SCHEMA: Any = validator("deploy-request.schema.json").schema["properties"]["env"]  # type: ignore[index]
 MAX_VALUE = _ENV_SCHEMA["additionalProperties"]["maxLength"]
 MAX_VARIABLES = _ENV_SCHEMA["maxProperties"]
 
