@@ -40,15 +40,19 @@ class EnvSchema:
         return [v.name for v in self.variables]
 
     def read(self, environ: Mapping[str, str]) -> tuple[dict[str, str | Secret], list[str]]:
-        """The listed variables present in `environ` (secrets wrapped) and the required ones missing or empty."""
+        """The listed variables set in `environ` (secrets wrapped), and the required ones missing.
+
+        Empty counts as not set: GitHub Actions turns a secret that is not set into "", and the runtime
+        treats "" as missing; so an empty required variable is missing, and an empty optional one is not sent.
+        """
         values: dict[str, str | Secret] = {}
         missing = []
         for var in self.variables:
-            # GitHub Actions turns a secret that is not set into "", and the runtime treats "" as missing.
-            if var.required and not environ.get(var.name):
+            value = environ.get(var.name, "")
+            if value:
+                values[var.name] = Secret(value) if var.secret else value
+            elif var.required:
                 missing.append(var.name)
-            elif var.name in environ:
-                values[var.name] = Secret(environ[var.name]) if var.secret else environ[var.name]
         return values, missing
 
 

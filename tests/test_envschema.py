@@ -195,12 +195,13 @@ def test_read_names_every_missing_required_variable_in_table_order() -> None:
     assert values == {"RUNTIME_FAULT": "unhealthy"}
 
 
-def test_an_empty_required_value_is_missing() -> None:
-    # A secret that is not set in GitHub Actions arrives as "", and the runtime refuses "" as missing.
+def test_an_empty_value_is_not_set() -> None:
+    # A secret that is not set in GitHub Actions arrives as "", and the runtime refuses "" as missing:
+    # an empty required variable is missing, an empty optional one is not sent.
     environ = {"RUNTIME_ENV": "dev", "RUNTIME_LOG_LEVEL": "", "RUNTIME_API_TOKEN": "", "RUNTIME_FAULT": ""}
     values, missing = repository_schema().read(environ)
     assert missing == ["RUNTIME_LOG_LEVEL", "RUNTIME_API_TOKEN"]
-    assert values == {"RUNTIME_ENV": "dev", "RUNTIME_FAULT": ""}
+    assert values == {"RUNTIME_ENV": "dev"}
 
 
 # -- the deploy workflow maps exactly the variables of the table
