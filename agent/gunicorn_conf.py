@@ -18,6 +18,8 @@ timeout = 60
 # then is marked interrupted at the next start.
 graceful_timeout = 60
 accesslog = None
+# gunicorn 23+ opens a control socket under $HOME by default; the agent needs none, and agents would share it.
+control_socket_disable = True
 logconfig_dict = GUNICORN_LOGCONFIG
 # Cloudflare Tunnel (cloudflared) is the only proxy; forwarded headers are not trusted for anything.
 forwarded_allow_ips = "127.0.0.1"

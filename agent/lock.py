@@ -20,10 +20,17 @@ class DeployLock:
             self._fd = None
 
 
+def create_lock_file(path: Path) -> None:
+    """Create the lock file once, at startup, so that taking the lock needs no write (works on a read-only fs)."""
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o640))
+
+
 def try_lock(path: Path) -> DeployLock | None:
-    """Take the lock without waiting, or None if another deploy holds it. Each call opens its own file
-    description, so two threads of one process exclude each other too."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    """Take the lock without waiting, or None if another deploy holds it; OSError if the file cannot be opened.
+
+    Each call opens its own file description, so two threads of one process exclude each other too.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

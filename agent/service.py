@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from agent.dockerio import DOCKER_ERRORS, Observed, connect, observe
 from agent.errors import ApiError
 from agent.executor import Executor
 from agent.ledger import Ledger
-from agent.lock import try_lock
+from agent.lock import create_lock_file, try_lock
 from agent.logs import log
 from agent.state import State
 from agent.validate import DeployRequest, check_request
@@ -35,11 +36,20 @@ class Service:
 
     @classmethod
     def open(cls, config: Config) -> Service:
-        config.state_dir.mkdir(parents=True, exist_ok=True)
         service = cls(config=config, ledger=Ledger(AuditLog(config.state_dir / "audit.jsonl")))
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True)
+            create_lock_file(service.lock_path)
+        except OSError as e:
+            # The agent still starts and answers status; every deploy is refused until the directory is usable.
+            log("state directory not usable: deploys refused", level=logging.ERROR, reason=str(e))
         service.ledger.refresh()
         if service.ledger.broken:
-            log("audit log broken: deploys refused until an operator acts", level=40, reason=service.ledger.broken)
+            log(
+                "audit log broken: deploys refused until an operator acts",
+                level=logging.ERROR,
+                reason=service.ledger.broken,
+            )
         service.reconcile()
         return service
 
@@ -52,7 +62,11 @@ class Service:
         state = self.ledger.refresh()
         if state.running is None or self.ledger.broken:
             return
-        lock = try_lock(self.lock_path)
+        try:
+            lock = try_lock(self.lock_path)
+        except OSError as e:
+            log("cannot take the deploy lock to reconcile", level=logging.WARNING, reason=str(e))
+            return
         if lock is None:
             return  # a live worker is running it
         try:
@@ -67,7 +81,7 @@ class Service:
             self.ledger.append(
                 "deployment_interrupted", deployment_id=state.running, actor="deploy-agent", message=message
             )
-            log("deployment interrupted", level=30, deployment_id=state.running)
+            log("deployment interrupted", level=logging.WARNING, deployment_id=state.running)
 
     # -- reads
 
@@ -95,7 +109,7 @@ class Service:
             with connect(timeout=STATUS_DOCKER_TIMEOUT) as client:
                 return {n: observe(client, c) for n, c in containers.items()}, True
         except DOCKER_ERRORS as e:
-            log("docker unreachable", level=30, reason=str(e))
+            log("docker unreachable", level=logging.WARNING, reason=str(e))
             return {n: Observed.unknown(c) for n, c in containers.items()}, False
 
     @staticmethod
@@ -174,7 +188,10 @@ class Service:
                 f"deploys are refused until an operator repairs the audit log: {self.ledger.broken}",
             )
         self._require_docker()
-        lock = try_lock(self.lock_path)
+        try:
+            lock = try_lock(self.lock_path)
+        except OSError as e:
+            raise ApiError(503, "audit_broken", f"the state directory cannot be used, so nothing was done: {e}") from e
         if lock is None:
             running = self.ledger.refresh().running
             raise ApiError(
@@ -240,7 +257,7 @@ class Service:
                 reason=[f"{f['path']}: {f['message']}" for f in findings][:20],
             )
         except AuditError as e:
-            log("refusal not audited", level=30, reason=str(e))
+            log("refusal not audited", level=logging.WARNING, reason=str(e))
 
     def check(self, body: Any) -> tuple[DeployRequest | None, list[dict[str, str]]]:
         request, findings = check_request(body, self.config)

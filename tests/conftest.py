@@ -226,7 +226,12 @@ def make_agent(cli: Cli, images: Images, docker_client: docker.DockerClient, tmp
     """Start real agents (each with its own state dir and container names); all stopped and cleaned up after."""
     started: list[tuple[Agent, str]] = []
 
-    def start(*, environments: tuple[str, ...] = ("dev", "prod"), state_dir: Path | None = None) -> Agent:
+    def start(
+        *,
+        environments: tuple[str, ...] = ("dev", "prod"),
+        state_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> Agent:
         name = f"{PREFIX}-{secrets.token_hex(3)}"
         containers = {env: f"{name}-{env}" for env in environments}
         state_dir = state_dir or tmp_path / f"state-{name}"
@@ -236,7 +241,9 @@ def make_agent(cli: Cli, images: Images, docker_client: docker.DockerClient, tmp
         env = agent_env(
             images, state_dir=state_dir, containers=containers, token=token, volumes=f"{data_dir}:/var/lib/runtime:rw"
         )
-        server = lab.AgentServer(env, log_path=tmp_path / f"{name}.log", command=[str(cli.bin_dir / "deploy-agent")])
+        server = lab.AgentServer(
+            {**env, **(extra_env or {})}, log_path=tmp_path / f"{name}.log", command=[str(cli.bin_dir / "deploy-agent")]
+        )
         agent = Agent(server.start(), token=token, containers=containers, state_dir=state_dir, data_dir=data_dir)
         started.append((agent, name))
         return agent

@@ -10,7 +10,7 @@ from typing import Any
 import docker
 import pytest
 
-from conftest import RUNTIME_ENV, Agent, AgentFactory, Images, plan_data
+from conftest import PREFIX, RUNTIME_ENV, Agent, AgentFactory, Images, plan_data
 
 Body = dict[str, Any]
 
@@ -79,7 +79,8 @@ REFUSALS: list[tuple[str, Callable[[Images], Body], str, str]] = [
 
 
 def _docker_snapshot(client: docker.DockerClient) -> list[tuple[str, str, str]]:
-    return sorted((c.id, c.status, c.name or "") for c in client.containers.list(all=True))
+    # Only the suite's own containers: other work on this engine may come and go meanwhile.
+    return sorted((c.id, c.status, c.name or "") for c in client.containers.list(all=True, filters={"name": PREFIX}))
 
 
 @pytest.mark.parametrize(("build", "path", "fragment"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
