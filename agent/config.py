@@ -18,6 +18,7 @@ _IMAGE_REPOSITORY = re.compile(
     r"[a-z0-9]+(?:[.-][a-z0-9]+)*(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+/runtime"
 )
 _TEAM_DOMAIN = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+_CERTS_URL = re.compile(r"https://[^\s/]+/\S*|http://127\.0\.0\.1(?::[0-9]{1,5})?/\S*")
 MIN_TOKEN_LENGTH = 32
 
 
@@ -105,6 +106,11 @@ def load_config(environ: Mapping[str, str]) -> Config:
         if team and not _TEAM_DOMAIN.fullmatch(team):
             problems.append(
                 f"DEPLOY_AGENT_ACCESS_TEAM_DOMAIN={team!r} must be a host name like acme.cloudflareaccess.com"
+            )
+        certs_url = environ.get("DEPLOY_AGENT_ACCESS_CERTS_URL", "")
+        if certs_url and not _CERTS_URL.fullmatch(certs_url):
+            problems.append(
+                f"DEPLOY_AGENT_ACCESS_CERTS_URL={certs_url!r} must be an https:// URL (http:// only on 127.0.0.1)"
             )
     elif auth:
         problems.append(f"DEPLOY_AGENT_AUTH={auth!r} must be one of {', '.join(AUTH_MODES)}")
