@@ -21,6 +21,20 @@ HTTP_CODES = {
 }
 
 
+DRAIN_LIMIT = 4 * 1024 * 1024
+
+
+def _drain_body() -> None:
+    """Read (a bounded part of) a refused body, so the client gets the 413 instead of a connection reset."""
+    stream = request.environ.get("wsgi.input")
+    remaining = min(request.content_length or 0, DRAIN_LIMIT)
+    while stream is not None and remaining > 0:
+        chunk = stream.read(min(65536, remaining))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+
+
 class ApiError(Exception):
     """An answer that is an error: status, code, message and, for refusals, every finding with its JSON path."""
 
@@ -60,7 +74,13 @@ def register_error_handlers(app: Flask) -> None:
             413: "the request body is larger than 256 KiB",
             404: "no such endpoint",
         }.get(status, error.description or error.name)
-        return api_error(ApiError(status, HTTP_CODES.get(status, "internal"), message))
+        if status == 413:
+            _drain_body()
+        response, status = api_error(ApiError(status, HTTP_CODES.get(status, "internal"), message))
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":  # e.g. the Allow header of a 405
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> tuple[Response, int]:

@@ -58,7 +58,7 @@ class Service:
         return self.config.state_dir / "deploy.lock"
 
     def reconcile(self) -> None:
-        """A deployment with no final record, while nobody holds the lock, died with its worker. Say so; resume nothing."""
+        """A deployment with no final record, lock free: its worker died. Say so; resume nothing."""
         state = self.ledger.refresh()
         if state.running is None or self.ledger.broken:
             return

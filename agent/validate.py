@@ -51,8 +51,8 @@ def check_request(body: Any, config: Config) -> tuple[DeployRequest | None, list
         return None, findings
     if "env" in body:
         findings += _env_findings(body["env"])
-    plan_data = body.get("plan")
-    if plan_data is not None:
+    if "plan" in body:
+        plan_data = body["plan"]
         # Plan findings use paths inside the plan document ($.steps[1].action), as the CLI reports them.
         findings += [Finding(p.json_path(), p.message) for p in check_plan(plan_data, source="plan")]
     if findings:
@@ -97,6 +97,8 @@ def _env_findings(env: Any) -> list[Finding]:
             findings.append(Finding(f"$.env.{name}", "not a valid variable name: use ^[A-Z][A-Z0-9_]*$"))
         if not isinstance(value, str):
             findings.append(Finding(f"$.env.{name}", f"the value must be a string, found {type(value).__name__}"))
+        elif "\x00" in value:
+            findings.append(Finding(f"$.env.{name}", "the value contains a NUL character, no process can receive it"))
         elif len(value) > MAX_VALUE:
             findings.append(Finding(f"$.env.{name}", f"the value is longer than {MAX_VALUE} characters"))
     if len(env) > MAX_VARIABLES:
