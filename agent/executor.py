@@ -135,8 +135,10 @@ class Executor:
         """Stop a failed new container and keep it; no restart policy may start it again, even after a reboot."""
         try:
             with self._connect(timeout=timeout + 30) as client:
-                client.update_container(container, restart_policy={"Name": "no"})
+                # Stop first: Docker refuses to update a container while its restart policy is restarting it,
+                # and an explicitly stopped container is not restarted by its policy (until dockerd restarts).
                 client.stop(container, timeout=timeout)
+                client.update_container(container, restart_policy={"Name": "no"})
         except DOCKER_ERRORS as e:
             raise ActionFailed(f"could not stop {container}: {_explain(e)}") from e
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from runner.client import AgentClient
+from runner.client import AgentClient, NotDelivered
 from runner.errors import AgentUnreachable, DeployFailed
-from runner.github import redact
+from runner.github import command, redact
 from runner.plan import Plan
 from runner.secrets import Secret, reveal
 from runner.times import duration
@@ -59,7 +59,7 @@ class Printer:
                 continue
             if previous == "pending":
                 if self.github:
-                    self.line(f"::group::{title}")
+                    self.line(command("group", title))
                 self.line(f"{title} ...")
             if state in ("succeeded", "failed"):
                 message = f" ({step['message']})" if step.get("message") else ""
@@ -88,6 +88,8 @@ def send(client: AgentClient, plan: Plan, *, env: dict[str, str | Secret], confi
         body["confirm"] = confirm
     try:
         accepted = client.post("/v1/deploy", body)
+    except NotDelivered:
+        raise
     except AgentUnreachable as e:
         raise AgentUnreachable(
             f"{e}\nthe deploy may or may not have been accepted: check `deployplan status` before trying again"

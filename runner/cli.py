@@ -22,7 +22,7 @@ from runner.client import AgentClient, Credentials
 from runner.envschema import DEFAULT_PATH as ENV_SCHEMA_PATH
 from runner.envschema import EnvSchema, load_env_schema
 from runner.errors import AgentRefused, AgentUnreachable, DeployFailed, DeployplanError, InvalidInput, UsageError
-from runner.github import append_summary, mask_lines, redact, summary_markdown
+from runner.github import append_summary, command, mask_lines, redact, summary_markdown
 from runner.lint import lint
 from runner.plan import Plan, describe_steps, load_plan, read_plan_file
 from runner.problems import Problem
@@ -220,7 +220,11 @@ def cmd_apply(args: argparse.Namespace, console: Console) -> int:
     logs = [redact(line, secrets) for line in deployment.get("logs", [])]
     problem = None
     if deployment.get("state") == "succeeded":
-        problem = verify_status(client, plan, deployment)
+        try:
+            problem = verify_status(client, plan, deployment)
+        except (AgentUnreachable, AgentRefused) as e:
+            # The deploy ran: exit 3 would say nothing happened. It is a deploy that could not be verified.
+            problem = f"/v1/status could not be read to verify it: {e}"
     verified = "yes" if deployment.get("state") == "succeeded" and problem is None else "no"
     if console.github:
         append_summary(
@@ -235,10 +239,13 @@ def cmd_apply(args: argparse.Namespace, console: Console) -> int:
         state, step = deployment.get("state"), error.get("step")
         message = f"{plan.environment} {plan.tag}: {state} in step {step}: {error.get('message')}"
         if console.github:
-            console.print(f"::error::{message}")
+            console.print(command("error", message))
         raise DeployFailed(message)
     if problem is not None:
-        raise DeployFailed(f"the deploy finished but {problem}")
+        message = f"the deploy finished but {problem}"
+        if console.github:
+            console.print(command("error", message))
+        raise DeployFailed(message)
     console.print(f"deployed and verified: {plan.environment} runs {plan.image} ({deployment.get('digest')})")
     return EXIT_OK
 

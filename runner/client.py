@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -50,6 +51,10 @@ class Credentials:
         return headers
 
 
+class NotDelivered(AgentUnreachable):
+    """The request certainly never reached the agent: no connection, or a redirect in front of it."""
+
+
 class ApiFailure(AgentRefused):
     """The agent answered with its JSON error body."""
 
@@ -87,18 +92,27 @@ class AgentClient:
                 return self._decode(response.status, response.headers.get_content_type(), response.read())
         except urllib.error.HTTPError as e:
             with e:
+                if 300 <= e.code < 400:
+                    raise self._redirected(e.code, e.headers.get("Location")) from None
                 return self._decode(e.code, e.headers.get_content_type(), e.read())
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise AgentUnreachable(f"cannot reach the agent at {self.url}: {reason}") from e
+            # Refused or not resolved: no byte was sent. Anything else (a timeout, a reset) may come after the
+            # agent got the request.
+            error = NotDelivered if isinstance(reason, ConnectionRefusedError | socket.gaierror) else AgentUnreachable
+            raise error(f"cannot reach the agent at {self.url}: {reason}") from e
+
+    def _redirected(self, status: int, location: str | None) -> NotDelivered:
+        return NotDelivered(
+            f"the agent at {self.url} answered with a redirect ({status} to {location or 'nowhere'}): that is "
+            "Cloudflare Access asking for a login, so the service token (CF_ACCESS_CLIENT_ID / "
+            "CF_ACCESS_CLIENT_SECRET) is wrong or the Access policy is not a Service Auth policy, or --agent is not "
+            "the agent's https:// URL"
+        )
 
     def _decode(self, status: int, content_type: str, raw: bytes) -> dict[str, Any]:
         if 300 <= status < 400:
-            raise AgentUnreachable(
-                f"the agent at {self.url} answered with a redirect ({status}): that is Cloudflare Access asking for a "
-                "login, so the service token (CF_ACCESS_CLIENT_ID / CF_ACCESS_CLIENT_SECRET) is wrong or the Access "
-                "policy is not a Service Auth policy"
-            )
+            raise self._redirected(status, None)
         if content_type != "application/json":
             raise AgentUnreachable(
                 f"the agent at {self.url} answered {status} with {content_type or 'no content type'}, not JSON: "

@@ -10,13 +10,19 @@ from runner.secrets import MASK
 from runner.times import duration
 
 
+def command(name: str, data: str) -> str:
+    """A workflow command line; the runner unescapes `%25`, `%0D` and `%0A` in its data, so they are escaped here."""
+    return f"::{name}::" + data.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
 def mask_lines(values: Iterable[str]) -> list[str]:
     """`::add-mask::` for every secret value (each line of a multi-line value too), printed before anything else."""
     lines = []
     for value in values:
         for part in value.splitlines() or [value]:
             if part.strip():
-                lines.append(f"::add-mask::{part}")
+                # Unescaped, a value holding `%25` would mask another string than itself.
+                lines.append(command("add-mask", part))
     return lines
 
 

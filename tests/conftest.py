@@ -8,6 +8,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ class Cli:
         base = {
             k: v for k, v in os.environ.items() if not k.startswith(("RUNTIME_", "GITHUB_", "DEPLOY_", "CF_ACCESS_"))
         }
-        return subprocess.run(
+        result = subprocess.run(
             [str(self.bin_dir / "deployplan"), *args],
             cwd=cwd,
             env={**base, **(env or {})},
@@ -44,6 +45,34 @@ class Cli:
             text=True,
             timeout=timeout,
         )
+        record(f"$ deployplan {' '.join(args)}\n{result.stdout}{result.stderr}")
+        return result
+
+
+# Every CLI output and every agent answer of the session is kept here, for the canary sweep at the end.
+TRANSCRIPT = Path(tempfile.gettempdir()) / f"deployplan-tests-{os.getpid()}.transcript"
+
+
+def record(text: str) -> None:
+    with TRANSCRIPT.open("a", encoding="utf-8") as f:
+        f.write(text + "\n")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def canary_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole session: the canary secret sent in every deploy appears in no log, audit record, job
+    summary, agent answer or CLI output the suite produced (a `::add-mask::` line is where it must appear)."""
+    yield
+    found = []
+    files = [TRANSCRIPT, *(p for p in tmp_path_factory.getbasetemp().rglob("*") if p.is_file() and "venv" not in p.parts)]
+    for path in files:
+        if not path.exists() or path.stat().st_size > 50 * 1024 * 1024:
+            continue
+        for number, line in enumerate(path.read_text("utf-8", errors="replace").splitlines(), start=1):
+            if CANARY in line and not line.startswith("::add-mask::"):
+                found.append(f"{path}:{number}")
+    TRANSCRIPT.unlink(missing_ok=True)
+    assert not found, f"the canary secret leaked into: {found[:20]}"
 
 
 @pytest.fixture(scope="session")
@@ -162,6 +191,7 @@ class Agent:
         self.containers = containers
         self.state_dir = state_dir
         self.http = requests.Session()
+        self.http.hooks["response"].append(lambda response, *args, **kwargs: record(response.text))
 
     @property
     def url(self) -> str:

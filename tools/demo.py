@@ -20,7 +20,8 @@ import docker
 
 import lab
 
-NAME = "deployplan-demo"
+# Unique per run, so two demos on one machine never touch each other's containers.
+NAME = f"deployplan-demo-{secrets.token_hex(3)}"
 REPOSITORY = "demo/trader"
 FIRST, SECOND = "1.0.0", "1.1.0"
 
