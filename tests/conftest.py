@@ -64,7 +64,10 @@ def canary_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     summary, agent answer or CLI output the suite produced (a `::add-mask::` line is where it must appear)."""
     yield
     found = []
-    files = [TRANSCRIPT, *(p for p in tmp_path_factory.getbasetemp().rglob("*") if p.is_file() and "venv" not in p.parts)]
+    files = [
+        TRANSCRIPT,
+        *(p for p in tmp_path_factory.getbasetemp().rglob("*") if p.is_file() and "venv" not in p.parts),
+    ]
     for path in files:
         if not path.exists() or path.stat().st_size > 50 * 1024 * 1024:
             continue

@@ -17,7 +17,9 @@ def test_lint_of_the_repository_is_clean(cli: Cli, workspace: Path) -> None:
 
 
 def test_render_lowercases_the_repository(cli: Cli, workspace: Path) -> None:
-    result = cli.run("render", "plans/runtime.yaml", "--env", "prod", "--tag", "1.0.3", "--repository", "Acme/Trader", cwd=workspace)
+    result = cli.run(
+        "render", "plans/runtime.yaml", "--env", "prod", "--tag", "1.0.3", "--repository", "Acme/Trader", cwd=workspace
+    )
     assert result.returncode == 0, result.stderr
     assert "image: ghcr.io/acme/trader/runtime:1.0.3" in result.stdout
     assert "environment: prod" in result.stdout
@@ -25,8 +27,16 @@ def test_render_lowercases_the_repository(cli: Cli, workspace: Path) -> None:
 
 def test_render_json_takes_the_repository_from_github(cli: Cli, workspace: Path) -> None:
     result = cli.run(
-        "render", "plans/runtime.yaml", "--env", "dev", "--tag", "a" * 40, "--format", "json",
-        cwd=workspace, env={"GITHUB_REPOSITORY": "Owner/Repo"},
+        "render",
+        "plans/runtime.yaml",
+        "--env",
+        "dev",
+        "--tag",
+        "a" * 40,
+        "--format",
+        "json",
+        cwd=workspace,
+        env={"GITHUB_REPOSITORY": "Owner/Repo"},
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["image"] == f"ghcr.io/owner/repo/runtime:{'a' * 40}"
@@ -40,11 +50,21 @@ def test_render_without_repository_is_a_usage_error(cli: Cli, workspace: Path) -
 
 def test_dry_run_lists_the_four_actions_and_masks_secrets(cli: Cli, workspace: Path) -> None:
     result = cli.run(
-        "dry-run", "plans/runtime.yaml", "--env", "dev", "--tag", "1.0.3", "--repository", "acme/trader",
-        cwd=workspace, env=RUNTIME_ENV,
+        "dry-run",
+        "plans/runtime.yaml",
+        "--env",
+        "dev",
+        "--tag",
+        "1.0.3",
+        "--repository",
+        "acme/trader",
+        cwd=workspace,
+        env=RUNTIME_ENV,
     )
     assert result.returncode == 0, result.stderr
-    actions = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("  ") and line.strip()[0].isdigit()]
+    actions = [
+        line.split()[1] for line in result.stdout.splitlines() if line.startswith("  ") and line.strip()[0].isdigit()
+    ]
     assert actions == ["pull", "stop_remove", "start", "verify"]
     assert "RUNTIME_API_TOKEN=****" in result.stdout
     assert "RUNTIME_LOG_LEVEL=info" in result.stdout
@@ -53,8 +73,16 @@ def test_dry_run_lists_the_four_actions_and_masks_secrets(cli: Cli, workspace: P
 
 def test_dry_run_names_every_missing_required_variable(cli: Cli, workspace: Path) -> None:
     result = cli.run(
-        "dry-run", "plans/runtime.yaml", "--env", "dev", "--tag", "1.0.3", "--repository", "acme/trader",
-        cwd=workspace, env={"RUNTIME_ENV": "dev"},
+        "dry-run",
+        "plans/runtime.yaml",
+        "--env",
+        "dev",
+        "--tag",
+        "1.0.3",
+        "--repository",
+        "acme/trader",
+        cwd=workspace,
+        env={"RUNTIME_ENV": "dev"},
     )
     assert result.returncode == 2
     assert "RUNTIME_LOG_LEVEL, RUNTIME_API_TOKEN" in result.stderr
@@ -66,4 +94,6 @@ def test_lint_in_github_actions_annotates_the_line(cli: Cli, workspace: Path) ->
     result = cli.run("lint", cwd=workspace, env={"GITHUB_ACTIONS": "true"})
     assert result.returncode == 1
     assert "plans/runtime.yaml:10:13: steps[1].action: step 2 must be 'stop_remove'" in result.stderr
-    assert "::error file=plans/runtime.yaml,line=10,col=13::steps[1].action: step 2 must be 'stop_remove'" in result.stdout
+    assert (
+        "::error file=plans/runtime.yaml,line=10,col=13::steps[1].action: step 2 must be 'stop_remove'" in result.stdout
+    )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from conftest import REPO
 
+
 def _processes_with(markers: tuple[bytes, ...]) -> list[str]:
     """`pid cmdline` of every live process whose environment holds one of the markers."""
     found = []

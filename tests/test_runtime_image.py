@@ -12,10 +12,11 @@ from typing import Any
 
 import docker
 import docker.errors
-import lab
 import pytest
 import requests
 from docker.models.containers import Container
+
+import lab
 
 EX_CONFIG = 78
 TOKEN = f"canary-{secrets.token_hex(16)}"
@@ -98,12 +99,8 @@ def pushed(client: docker.DockerClient, image: str) -> str:
     return lab.push(client, image)
 
 
-def run(
-    client: docker.DockerClient, image: str, name: str, env: dict[str, str]
-) -> Container:
-    container: Container = client.containers.run(
-        image, name=name, environment=env, detach=True
-    )
+def run(client: docker.DockerClient, image: str, name: str, env: dict[str, str]) -> Container:
+    container: Container = client.containers.run(image, name=name, environment=env, detach=True)
     return container
 
 
@@ -124,9 +121,7 @@ def wait_for_health(container: Container, status: str, timeout: float = 10) -> N
         if current == status:
             return
         time.sleep(0.2)
-    pytest.fail(
-        f"{container.name}: health {current!r}, expected {status!r}\n{logs(container)}"
-    )
+    pytest.fail(f"{container.name}: health {current!r}, expected {status!r}\n{logs(container)}")
 
 
 def assert_no_secret(output: str, secret: str) -> None:
@@ -139,25 +134,17 @@ def pull(client: docker.DockerClient, ref: str) -> list[str]:
     """Pull through the streaming API; return the errors it reported."""
     repository, tag = lab.split_ref(ref)
     try:
-        records: list[dict[str, Any]] = list(
-            client.api.pull(repository, tag=tag, stream=True, decode=True)
-        )
+        records: list[dict[str, Any]] = list(client.api.pull(repository, tag=tag, stream=True, decode=True))
     except docker.errors.APIError as e:
         return [str(e.explanation or e)]
-    return [
-        str(r.get("errorDetail", {}).get("message") or r["error"])
-        for r in records
-        if "error" in r
-    ]
+    return [str(r.get("errorDetail", {}).get("message") or r["error"]) for r in records if "error" in r]
 
 
 def manifest_digest(registry: lab.Registry, ref: str) -> str:
     repository, tag = lab.split_ref(ref)
     path = repository.removeprefix(registry.host + "/")
     url = f"http://{registry.host}/v2/{path}/manifests/{tag}"
-    request = urllib.request.Request(
-        url, method="HEAD", headers={"Accept": MANIFEST_V2}
-    )
+    request = urllib.request.Request(url, method="HEAD", headers={"Accept": MANIFEST_V2})
     with urllib.request.urlopen(request, timeout=5) as response:
         return str(response.headers["Docker-Content-Digest"])
 
@@ -218,10 +205,7 @@ def test_good_configuration_becomes_healthy_and_stops_on_sigterm(
         assert time.monotonic() - started < 3
         assert exit_code(container) == 0
         output = logs(container)
-        assert (
-            "runtime: configuration ok (env=dev, log_level=info, api token set)"
-            in output
-        )
+        assert "runtime: configuration ok (env=dev, log_level=info, api token set)" in output
         assert "runtime: ready" in output
         assert output.rstrip().endswith("runtime: stopping (SIGTERM)")
         assert_no_secret(output, TOKEN)
@@ -229,13 +213,9 @@ def test_good_configuration_becomes_healthy_and_stops_on_sigterm(
         container.remove(force=True)
 
 
-def test_fault_crash_after_2s_exits_1(
-    client: docker.DockerClient, image: str, names: Callable[[str], str]
-) -> None:
+def test_fault_crash_after_2s_exits_1(client: docker.DockerClient, image: str, names: Callable[[str], str]) -> None:
     started = time.monotonic()
-    container = run(
-        client, image, names("crash"), {**GOOD_ENV, "RUNTIME_FAULT": "crash-after-2s"}
-    )
+    container = run(client, image, names("crash"), {**GOOD_ENV, "RUNTIME_FAULT": "crash-after-2s"})
     try:
         assert exit_code(container) == 1
         assert 2 <= time.monotonic() - started < 6
@@ -247,9 +227,7 @@ def test_fault_crash_after_2s_exits_1(
 def test_fault_unhealthy_turns_health_unhealthy(
     client: docker.DockerClient, image: str, names: Callable[[str], str]
 ) -> None:
-    container = run(
-        client, image, names("unhealthy"), {**GOOD_ENV, "RUNTIME_FAULT": "unhealthy"}
-    )
+    container = run(client, image, names("unhealthy"), {**GOOD_ENV, "RUNTIME_FAULT": "unhealthy"})
     try:
         wait_for_health(container, "unhealthy")
         container.reload()
