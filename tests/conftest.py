@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -254,8 +255,8 @@ def agent_env(
 AgentFactory = Callable[..., Agent]
 
 
-@pytest.fixture
-def make_agent(cli: Cli, images: Images, docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[AgentFactory]:
+@contextlib.contextmanager
+def agent_factory(cli: Cli, images: Images, docker_client: docker.DockerClient, base: Path) -> Iterator[AgentFactory]:
     """Start real agents (each with its own state dir and container names); all stopped and cleaned up after."""
     started: list[tuple[Agent, str]] = []
 
@@ -267,27 +268,45 @@ def make_agent(cli: Cli, images: Images, docker_client: docker.DockerClient, tmp
     ) -> Agent:
         name = f"{PREFIX}-{secrets.token_hex(3)}"
         containers = {env: f"{name}-{env}" for env in environments}
-        state_dir = state_dir or tmp_path / f"state-{name}"
-        data_dir = tmp_path / f"data-{name}"
+        state_dir = state_dir or base / f"state-{name}"
+        data_dir = base / f"data-{name}"
         data_dir.mkdir()
         token = secrets.token_hex(24)
         env = agent_env(
             images, state_dir=state_dir, containers=containers, token=token, volumes=f"{data_dir}:/var/lib/runtime:rw"
         )
         server = lab.AgentServer(
-            {**env, **(extra_env or {})}, log_path=tmp_path / f"{name}.log", command=[str(cli.bin_dir / "deploy-agent")]
+            {**env, **(extra_env or {})}, log_path=base / f"{name}.log", command=[str(cli.bin_dir / "deploy-agent")]
         )
         agent = Agent(server.start(), token=token, containers=containers, state_dir=state_dir, data_dir=data_dir)
         started.append((agent, name))
         return agent
 
-    yield start
-    for agent, name in started:
-        agent.close()
-        lab.remove_containers(docker_client, name)
+    try:
+        yield start
+    finally:
+        for agent, name in started:
+            agent.close()
+            lab.remove_containers(docker_client, name)
+
+
+@pytest.fixture
+def make_agent(cli: Cli, images: Images, docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[AgentFactory]:
+    """Agents for one test."""
+    with agent_factory(cli, images, docker_client, tmp_path) as start:
+        yield start
 
 
 @pytest.fixture
 def agent(make_agent: AgentFactory) -> Agent:
     """A fresh agent serving dev and prod."""
     return make_agent()
+
+
+@pytest.fixture(scope="module")
+def module_agent(
+    cli: Cli, images: Images, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Agent]:
+    """One agent shared by a module's tests, for tests that leave Docker and the agent's state as they were."""
+    with agent_factory(cli, images, docker_client, tmp_path_factory.mktemp("module-agent")) as start:
+        yield start()

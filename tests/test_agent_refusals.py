@@ -78,6 +78,12 @@ REFUSALS: list[tuple[str, Callable[[Images], Body], str, str]] = [
 ]
 
 
+@pytest.fixture
+def agent(module_agent: Agent) -> Agent:
+    """Refusals leave Docker and the agent's deployments as they were, so the module shares one agent."""
+    return module_agent
+
+
 def _docker_snapshot(client: docker.DockerClient) -> list[tuple[str, str, str]]:
     # Only the suite's own containers: other work on this engine may come and go meanwhile.
     return sorted((c.id, c.status, c.name or "") for c in client.containers.list(all=True, filters={"name": PREFIX}))
