@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 import yaml
 
@@ -145,55 +145,57 @@ def _agent(args: argparse.Namespace, console: Console, *, required: bool) -> Age
     return AgentClient(url, Credentials.from_environ(console.environ))
 
 
-def _runtime_values(args: argparse.Namespace, console: Console) -> tuple[EnvSchema, dict[str, str | Secret]]:
-    """The listed variables from this process's environment; fails naming every missing required one."""
+def _variables(args: argparse.Namespace, console: Console) -> tuple[EnvSchema, dict[str, str | Secret], list[str]]:
+    """The listed variables from this process's environment and the required ones missing.
+
+    In GitHub Actions every secret value is masked first, before anything else can print it.
+    """
     schema = load_env_schema(args.env_schema)
     values, missing = schema.read(console.environ)
     if console.github:
         for line in mask_lines(reveal(v) for v in values.values() if isinstance(v, Secret)):
             console.print(line)
+    return schema, values, missing
+
+
+def _require(schema: EnvSchema, missing: list[str]) -> None:
     if missing:
-        raise InvalidInput(
-            [Problem(schema.path, 0, 0, "", f"required variables not set in the environment: {', '.join(missing)}")]
-        )
-    return schema, values
+        message = f"required variables not set in the environment: {', '.join(missing)}; nothing was sent"
+        raise InvalidInput([Problem(schema.path, 0, 0, "", message)])
 
 
 def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
+    schema, values, missing = _variables(args, console)
     plan = _load(args, console)
     client = _agent(args, console, required=False)
-    if client is not None:
-        schema, values = _runtime_values(args, console)
+    if client is None:
+        console.print(f"plan {plan.data['plan']} ({plan.source}) for {plan.environment}: {plan.image}")
+        console.print("would ask the agent to run, in this order:")
+        for number, (action, description) in enumerate(describe_steps(plan), start=1):
+            console.print(f"  {number}. {action:<12} {description}")
+        console.print(f"with the runtime variables of {schema.path}:")
+        for var in schema.variables:
+            unset = "MISSING" if var.required else "(not set, optional)"
+            console.print(f"  {var.name}={values.get(var.name, unset)}")
+        _require(schema, missing)
+    else:
+        _require(schema, missing)
         body = {"plan": plan.data, "env": {k: reveal(v) for k, v in values.items()}, "dry_run": True}
         if plan.environment == "prod":
-            body["confirm"] = f"prod:{plan.tag}"  # a dry run confirms nothing; the agent checks the shape only
+            # The agent refuses prod without it, dry runs included; a dry run is the question "would it deploy?".
+            body["confirm"] = f"prod:{plan.tag}"
         for line in dry_run_report(client.post("/v1/deploy", body), values=values):
             console.print(line)
-        console.print("nothing was touched (dry run)")
-        return EXIT_OK
-    schema = load_env_schema(args.env_schema)
-    values, missing = schema.read(console.environ)
-    console.print(f"plan {plan.data['plan']} ({plan.source}) for {plan.environment}: {plan.image}")
-    console.print("would ask the agent to run, in this order:")
-    for number, (action, description) in enumerate(describe_steps(plan), start=1):
-        console.print(f"  {number}. {action:<12} {description}")
-    console.print(f"with the runtime variables of {schema.path}:")
-    for var in schema.variables:
-        shown = str(values[var.name]) if var.name in values else ("MISSING" if var.required else "(not set, optional)")
-        console.print(f"  {var.name}={shown}")
-    if missing:
-        raise InvalidInput(
-            [Problem(schema.path, 0, 0, "", f"required variables not set in the environment: {', '.join(missing)}")]
-        )
     console.print("nothing was touched (dry run)")
     return EXIT_OK
 
 
 def cmd_apply(args: argparse.Namespace, console: Console) -> int:
+    schema, values, missing = _variables(args, console)
     plan = _load(args, console)
     client = _agent(args, console, required=True)
     assert client is not None
-    _, values = _runtime_values(args, console)
+    _require(schema, missing)
     if plan.environment == "prod" and args.confirm != f"prod:{plan.tag}":
         raise UsageError(
             f"a prod deploy needs --confirm prod:{plan.tag} (given: {args.confirm or 'nothing'}); nothing was sent"
@@ -217,7 +219,6 @@ def cmd_apply(args: argparse.Namespace, console: Console) -> int:
             f"  deployplan status --agent {client.url} --env {plan.environment}"
         )
         raise
-    logs = [redact(line, secrets) for line in deployment.get("logs", [])]
     problem = None
     if deployment.get("state") == "succeeded":
         try:
@@ -225,27 +226,32 @@ def cmd_apply(args: argparse.Namespace, console: Console) -> int:
         except (AgentUnreachable, AgentRefused) as e:
             # The deploy ran: exit 3 would say nothing happened. It is a deploy that could not be verified.
             problem = f"/v1/status could not be read to verify it: {e}"
-    verified = "yes" if deployment.get("state") == "succeeded" and problem is None else "no"
+    return _outcome(
+        console, plan, deployment, problem=problem, logs=[redact(line, secrets) for line in deployment.get("logs", [])]
+    )
+
+
+def _outcome(console: Console, plan: Plan, deployment: dict[str, Any], *, problem: str | None, logs: list[str]) -> int:
+    """Report how the deploy ended (and write the job summary); a failure raises DeployFailed."""
+    succeeded = deployment.get("state") == "succeeded"
     if console.github:
-        append_summary(
-            console.environ.get("GITHUB_STEP_SUMMARY"), summary_markdown(deployment, verified=verified, logs=logs)
-        )
-    if deployment.get("state") != "succeeded":
+        verified = "yes" if succeeded and problem is None else "no"
+        summary = summary_markdown(deployment, verified=verified, logs=logs)
+        append_summary(console.environ.get("GITHUB_STEP_SUMMARY"), summary)
+    if not succeeded:
         error = deployment.get("error") or {}
         if logs:
             console.print(f"the container's last {len(logs)} log lines:")
             for line in logs:
                 console.print(f"  | {line}")
         state, step = deployment.get("state"), error.get("step")
-        message = f"{plan.environment} {plan.tag}: {state} in step {step}: {error.get('message')}"
-        if console.github:
-            console.print(command("error", message))
-        raise DeployFailed(message)
+        problem = f"{plan.environment} {plan.tag}: {state} in step {step}: {error.get('message')}"
+    elif problem is not None:
+        problem = f"the deploy finished but {problem}"
     if problem is not None:
-        message = f"the deploy finished but {problem}"
         if console.github:
-            console.print(command("error", message))
-        raise DeployFailed(message)
+            console.print(command("error", problem))
+        raise DeployFailed(problem)
     console.print(f"deployed and verified: {plan.environment} runs {plan.image} ({deployment.get('digest')})")
     return EXIT_OK
 
