@@ -8,10 +8,12 @@ import multiprocessing
 import os
 import re
 import resource
+import shutil
 import signal
 import stat
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -309,19 +311,54 @@ def test_append_where_no_file_can_be_written_raises_audit_error(tmp_path: Path, 
         AuditLog(path).append("step_started", deployment_id="d1", actor="ops")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file permissions")
-@pytest.mark.parametrize("read_only", ["directory", "file"])
-def test_append_to_a_read_only_directory_or_file_raises_audit_error(tmp_path: Path, read_only: str) -> None:
-    log = AuditLog(tmp_path / "audit.jsonl")
+NOBODY = 65534
+
+
+def _append_as_nobody(path: str) -> str:
+    # Root writes through file permissions; an unprivileged user (as the agent runs) does not.
+    if os.geteuid() == 0:
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    try:
+        AuditLog(Path(path)).append("step_started", deployment_id="d1", actor="ops", step="pull")
+    except AuditError as e:
+        return str(e)
+    return "appended"
+
+
+@pytest.fixture
+def nobodys_dir() -> Iterator[Path]:
+    """A directory the unprivileged user owns, reachable by it (pytest's own tmp dirs are root-only)."""
+    base = Path(tempfile.mkdtemp(prefix="deployplan-audit-"))
+    base.chmod(0o755)
+    directory = base / "state"
+    directory.mkdir()
+    os.chown(directory, NOBODY, NOBODY)
+    yield directory
+    shutil.rmtree(base)
+
+
+def _as_nobody(path: Path) -> str:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        return pool.submit(_append_as_nobody, str(path)).result(timeout=60)
+
+
+@pytest.mark.parametrize("read_only", ["nothing", "directory", "file"])
+def test_append_to_a_read_only_directory_or_file_raises_audit_error(nobodys_dir: Path, read_only: str) -> None:
+    log = AuditLog(nobodys_dir / "audit.jsonl")
     if read_only == "file":
         fill(log, 1)
-    target = log.path if read_only == "file" else tmp_path
-    target.chmod(0o444 if read_only == "file" else 0o555)
-    try:
-        with pytest.raises(AuditError, match="Permission denied"):
-            fill(log, 1)
-    finally:
-        target.chmod(0o644 if read_only == "file" else 0o755)
+        os.chown(log.path, NOBODY, NOBODY)
+        log.path.chmod(0o444)
+    elif read_only == "directory":
+        nobodys_dir.chmod(0o555)
+    outcome = _as_nobody(log.path)
+    if read_only == "nothing":  # the control: the same user can append when nothing is read-only
+        assert outcome == "appended"
+        assert log.verify() == 1
+    else:
+        assert outcome.startswith(f"cannot write the audit log {log.path}: Permission denied"), outcome
+        assert log.verify() == (1 if read_only == "file" else 0)
 
 
 def _append_under_file_size_limit(path: str, limit: int) -> str:
