@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -328,8 +329,14 @@ def run(argv: Sequence[str], console: Console) -> int:
         return EXIT_FAILED
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> NoReturn:
     """Console script entry point."""
+    # A cancelled GitHub job gets SIGINT, then SIGTERM: both stop following the same way (the deploy goes on).
+    signal.signal(signal.SIGTERM, _interrupt)
     console = Console(
         out=sys.stdout, err=sys.stderr, github=os.environ.get("GITHUB_ACTIONS") == "true", environ=os.environ
     )

@@ -526,8 +526,9 @@ def _process_env(extra: dict[str, str]) -> dict[str, str]:
     return {**base, **extra}
 
 
-def test_sigint_stops_following_and_the_deploy_goes_on_at_the_agent(
-    cli: Cli, ws: Path, shared: Agent, cli_images: Images
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_following_and_the_deploy_goes_on_at_the_agent(
+    cli: Cli, ws: Path, shared: Agent, cli_images: Images, sig: signal.Signals
 ) -> None:
     args = apply_args(shared, "prod", "1.0.1", "--confirm", "prod:1.0.1", plan="plans/slow.yaml")
     with subprocess.Popen(
@@ -549,7 +550,7 @@ def test_sigint_stops_following_and_the_deploy_goes_on_at_the_agent(
                     break
             else:
                 pytest.fail(f"the CLI ended before step 4 started: {''.join(seen)}")
-            process.send_signal(signal.SIGINT)
+            process.send_signal(sig)
             rest, stderr = process.communicate(timeout=30)
         finally:
             watchdog.cancel()
