@@ -7,6 +7,7 @@ inspection, and the deployment fails with the step, the reason and the container
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from agent.ledger import Ledger
 from agent.lock import DeployLock
 from agent.logs import Stopwatch, log
 from agent.validate import DeployRequest
+from runner.secrets import redact
 
 LOG_LINES = 100
 
@@ -50,12 +52,11 @@ class Deployment:
         plan, environment = self.request.plan, self.request.environment
         log("deployment running", deployment_id=self.id, environment=environment.name, image=plan.image)
         try:
-            known = self.ledger.refresh().digests.get(plan.image)
-            self.step("pull", steps.pull(plan, known_digest=known))
-            self.step("stop_remove", steps.stop_remove(plan, current=self.observe()))
+            self.step("pull", lambda: steps.pull(plan, known_digest=self.known_digest()))
+            self.step("stop_remove", lambda: steps.stop_remove(plan, current=self.observe()))
             self.step(
                 "start",
-                steps.start(
+                lambda: steps.start(
                     plan,
                     environment=environment,
                     restart_policy=self.config.restart_policy,
@@ -63,15 +64,22 @@ class Deployment:
                     deployment_id=self.id,
                 ),
             )
-            self.step("verify", steps.verify(plan, container=environment.container))
+            self.step("verify", lambda: steps.verify(plan, container=environment.container))
         except StepFailed as failure:
             self.fail(failure)
         else:
             self.finish("succeeded", error=None)
 
-    def step(self, name: str, actions: list[steps.Action]) -> None:
-        """Announce the step and its actions in the audit log, perform them, record the outcome."""
+    def step(self, name: str, build: Callable[[], list[steps.Action]]) -> None:
+        """Build the step's actions from what Docker shows now, announce them in the audit log, perform them,
+        record the outcome."""
         self.current_step = name
+        try:
+            actions = build()
+        except StepFailed as e:  # what Docker shows could not be read: the step fails before any action
+            self.ledger.append("step_started", deployment_id=self.id, actor=self.actor, step=name, actions=[])
+            self.ledger.append("step_failed", deployment_id=self.id, actor=self.actor, step=name, message=e.message)
+            raise
         self.ledger.append(
             "step_started", deployment_id=self.id, actor=self.actor, step=name, actions=[a.description for a in actions]
         )
@@ -131,6 +139,10 @@ class Deployment:
             container_logs=logs,
         )
 
+    def known_digest(self) -> str | None:
+        image = self.request.plan.image
+        return self.ledger.read(lambda s: s.digests.get(image))
+
     def observe(self) -> Observed:
         try:
             with connect(timeout=30) as client:
@@ -143,9 +155,12 @@ class Deployment:
             return []
         try:
             with connect(timeout=30) as client:
-                return last_log_lines(client, self.container_id, lines=LOG_LINES)
+                lines = last_log_lines(client, self.container_id, lines=LOG_LINES)
         except DOCKER_ERRORS as e:
             return [f"(the container's logs could not be read: {e})"]
+        # A runtime may print its own configuration: its secret values never reach the log, audit or API.
+        secrets = self.request.secret_values()
+        return [redact(line, secrets) for line in lines]
 
 
 def run_in_background(deployment: Deployment, lock: DeployLock) -> None:
@@ -154,13 +169,20 @@ def run_in_background(deployment: Deployment, lock: DeployLock) -> None:
         deployment.run()
     except AuditError as e:
         # The next record could not be written, so nothing more may be done: the deployment stays without a
-        # final record and is marked interrupted at the next start or deploy.
+        # final record and is marked interrupted at the next start or deploy. A new container that was
+        # started (its start was audited) must not be left running unverified: stop it, say so in the log.
         log(
             "deployment stopped: audit log not writable",
             level=logging.ERROR,
             deployment_id=deployment.id,
             reason=str(e),
         )
+        if deployment.container_id is not None:
+            try:
+                deployment.executor.stop_for_inspection(deployment.container_id, timeout=10)
+                log("new container stopped for inspection", level=logging.ERROR, container_id=deployment.container_id)
+            except ActionFailed as stop_error:
+                log("new container could not be stopped", level=logging.ERROR, reason=str(stop_error))
     except Exception:
         log("deployment crashed", level=logging.ERROR, exc_info=True, deployment_id=deployment.id)
         try:

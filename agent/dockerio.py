@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +36,36 @@ class Observed:
         return cls(name=name, id=None, state="unknown", image=None, digest=None, started_at=None, restart_count=0)
 
 
+# A fixed API version (Docker 20.10's): the SDK would otherwise ask the engine for its version on every new
+# client, a round trip per status request. Newer engines serve older API versions.
+API_VERSION = "1.41"
+STATES = ("running", "exited", "created", "restarting", "paused", "dead")
+
+
 def connect(*, timeout: int) -> docker.APIClient:
     """A client found the standard way (DOCKER_HOST, else the local socket), as `docker.from_env()` does."""
-    return docker.APIClient(timeout=timeout, **docker.utils.kwargs_from_env())
+    return docker.APIClient(timeout=timeout, version=API_VERSION, **docker.utils.kwargs_from_env())
 
 
-def observe(client: docker.APIClient, name: str) -> Observed:
+class DigestCache:
+    """Registry digests by (image id, repository): an image id is a content hash, so a found digest never changes."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, str | None], str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, client: docker.APIClient, image_id: str, *, repository: str | None) -> str | None:
+        with self._lock:
+            if (image_id, repository) in self._found:
+                return self._found[(image_id, repository)]
+        digest = image_digest(client, image_id, repository=repository)
+        if digest is not None:
+            with self._lock:
+                self._found[(image_id, repository)] = digest
+        return digest
+
+
+def observe(client: docker.APIClient, name: str, *, digests: DigestCache | None = None) -> Observed:
     """Inspect the container by its server-owned name; raises DOCKER_ERRORS when Docker is unreachable."""
     try:
         attrs: dict[str, Any] = client.inspect_container(name)
@@ -51,9 +76,12 @@ def observe(client: docker.APIClient, name: str) -> Observed:
     return Observed(
         name=name,
         id=attrs["Id"],
-        state=state.get("Status", "unknown"),
+        # Docker's transient "removing" is not a state the API promises: it is reported as unknown.
+        state=state.get("Status") if state.get("Status") in STATES else "unknown",
         image=image,
-        digest=image_digest(client, attrs["Image"], repository=image.rpartition(":")[0] if image else None),
+        digest=(digests or DigestCache()).get(
+            client, attrs["Image"], repository=image.rpartition(":")[0] if image else None
+        ),
         started_at=_time(state.get("StartedAt")),
         restart_count=int(attrs.get("RestartCount", 0)),
     )

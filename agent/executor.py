@@ -49,6 +49,7 @@ class Executor:
     def _pull(self, *, repository: str, tag: str, timeout: int, known_digest: str | None) -> dict[str, Any]:
         # The socket timeout bounds a stalled stream; the deadline bounds a slow one.
         deadline = time.monotonic() + timeout
+        stream_digest: str | None = None
         with self._connect(timeout=timeout) as client:
             auth = {k: reveal(v) for k, v in self._registry_auth.items()} if self._registry_auth else None
             # The streaming API, because the SDK's images.pull() drops the errors reported in the stream.
@@ -56,9 +57,12 @@ class Executor:
                 if "error" in record or "errorDetail" in record:
                     detail = record.get("errorDetail", {}).get("message") or record.get("error")
                     raise ActionFailed(f"pull of {repository}:{tag} failed: {detail}")
+                if str(record.get("status", "")).startswith("Digest: "):
+                    # The registry's word for what this tag names now (an image may carry several RepoDigests).
+                    stream_digest = record["status"].removeprefix("Digest: ").strip()
                 if time.monotonic() > deadline:
                     raise ActionFailed(f"pull of {repository}:{tag} took longer than its timeout of {timeout} s")
-            digest = image_digest(client, f"{repository}:{tag}", repository=repository)
+            digest = stream_digest or image_digest(client, f"{repository}:{tag}", repository=repository)
         if digest is None:
             raise ActionFailed(f"pulled {repository}:{tag} but Docker reports no registry digest for it")
         if known_digest and digest != known_digest:

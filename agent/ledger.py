@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from agent.audit import AuditError, AuditLog, ChainBroken, ChainVerifier
+from agent.logs import log
 from agent.state import State, fold
+
+T = TypeVar("T")
 
 
 class Ledger:
@@ -20,22 +25,39 @@ class Ledger:
         self._broken: str | None = None
         self._lock = threading.Lock()
 
-    def refresh(self) -> State:
-        """Catch up with the file (other workers append to it) and return the state."""
+    def read(self, view: Callable[[State], T]) -> T:
+        """Catch up with the file (other workers append to it), then apply `view` to the state under the lock.
+
+        Other threads fold new records into the same state: `view` must return values or copies, never a
+        live part of it.
+        """
         with self._lock:
-            if self._broken is None:
-                try:
-                    while True:
-                        records, self._offset = self.audit.read_from(self._offset, verifier=self._verifier, limit=100)
-                        for record in records:
-                            fold(self._state, record)
-                        if not records:
-                            break
-                except ChainBroken as e:
-                    self._broken = str(e)
-                except AuditError as e:
-                    self._broken = str(e)
-            return self._state
+            self._catch_up()
+            return view(self._state)
+
+    def _catch_up(self) -> None:
+        if self._broken is not None:
+            return
+        try:
+            while True:
+                records, self._offset = self.audit.read_from(self._offset, verifier=self._verifier, limit=100)
+                for record in records:
+                    fold(self._state, record)
+                if not records:
+                    return
+        except ChainBroken as e:
+            self._broken = str(e)
+        except AuditError as e:
+            # A passing read error (EIO, EMFILE) is not a broken chain: the next read tries again.
+            log("audit log not readable right now", level=logging.WARNING, reason=str(e))
+
+    def verify_all(self) -> None:
+        """Check the whole chain on disk, old records included (an in-place edit changes no size); marks it broken."""
+        try:
+            self.audit.verify()
+        except ChainBroken as e:
+            with self._lock:
+                self._broken = str(e)
 
     @property
     def broken(self) -> str | None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import docker
 
 from agent import steps
 from agent.audit import AuditError, AuditLog
 from agent.config import Config
 from agent.deploy import Deployment, run_in_background
-from agent.dockerio import DOCKER_ERRORS, Observed, connect, observe
+from agent.dockerio import DOCKER_ERRORS, DigestCache, Observed, connect, observe
 from agent.errors import ApiError
 from agent.executor import Executor
 from agent.ledger import Ledger
@@ -33,6 +37,8 @@ class Service:
 
     config: Config
     ledger: Ledger
+    _local: threading.local = field(default_factory=threading.local)
+    _digests: DigestCache = field(default_factory=DigestCache)
 
     @classmethod
     def open(cls, config: Config) -> Service:
@@ -43,7 +49,7 @@ class Service:
         except OSError as e:
             # The agent still starts and answers status; every deploy is refused until the directory is usable.
             log("state directory not usable: deploys refused", level=logging.ERROR, reason=str(e))
-        service.ledger.refresh()
+        service.ledger.read(lambda s: None)  # replay the log: every record is verified as it is folded
         if service.ledger.broken:
             log(
                 "audit log broken: deploys refused until an operator acts",
@@ -54,13 +60,12 @@ class Service:
         return service
 
     @property
-    def lock_path(self) -> Any:
+    def lock_path(self) -> Path:
         return self.config.state_dir / "deploy.lock"
 
     def reconcile(self) -> None:
         """A deployment with no final record, lock free: its worker died. Say so; resume nothing."""
-        state = self.ledger.refresh()
-        if state.running is None or self.ledger.broken:
+        if self.ledger.read(lambda s: s.running) is None or self.ledger.broken:
             return
         try:
             lock = try_lock(self.lock_path)
@@ -75,13 +80,11 @@ class Service:
             lock.release()
 
     def _mark_interrupted(self) -> None:
-        state = self.ledger.refresh()
-        if state.running is not None:
+        running = self.ledger.read(lambda s: s.running)
+        if running is not None:
             message = "the agent stopped during this deployment; nothing was resumed or restarted"
-            self.ledger.append(
-                "deployment_interrupted", deployment_id=state.running, actor="deploy-agent", message=message
-            )
-            log("deployment interrupted", level=logging.WARNING, deployment_id=state.running)
+            self.ledger.append("deployment_interrupted", deployment_id=running, actor="deploy-agent", message=message)
+            log("deployment interrupted", level=logging.WARNING, deployment_id=running)
 
     # -- reads
 
@@ -89,8 +92,8 @@ class Service:
         if env is not None and env not in self.config.environments:
             raise ApiError(404, "not_found", f"this agent does not serve the environment {env!r}")
         self.reconcile()
-        state = self.ledger.refresh()
         names = [env] if env else list(self.config.environments)
+        running, last = self.ledger.read(lambda s: (s.running, self._last_deployments(s, names)))
         observed, docker_ok = self._observe_all(names)
         return {
             "agent": {
@@ -98,23 +101,41 @@ class Service:
                 "docker": "reachable" if docker_ok else "unreachable",
                 "audit": "broken" if self.ledger.broken else "ok",
                 "audit_problem": self.ledger.broken,
-                "deploy_in_progress": state.running,
+                "deploy_in_progress": running,
             },
-            "environments": {name: self._entry(observed[name], state, name) for name in names},
+            "environments": {name: self._entry(observed[name], last[name]) for name in names},
         }
 
     def _observe_all(self, names: list[str]) -> tuple[dict[str, Observed], bool]:
         containers = {n: self.config.environments[n].container for n in names}
         try:
-            with connect(timeout=STATUS_DOCKER_TIMEOUT) as client:
-                return {n: observe(client, c) for n, c in containers.items()}, True
+            client = self._status_client()
+            return {n: observe(client, c, digests=self._digests) for n, c in containers.items()}, True
         except DOCKER_ERRORS as e:
+            self._drop_status_client()
             log("docker unreachable", level=logging.WARNING, reason=str(e))
             return {n: Observed.unknown(c) for n, c in containers.items()}, False
 
+    def _status_client(self) -> docker.APIClient:
+        # One connection per request thread, kept: status is read often, and a new socket each time is slow.
+        client: docker.APIClient | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = connect(timeout=STATUS_DOCKER_TIMEOUT)
+        return client
+
+    def _drop_status_client(self) -> None:
+        client = getattr(self._local, "client", None)
+        self._local.client = None
+        if client is not None:
+            client.close()
+
     @staticmethod
-    def _entry(current: Observed, state: State, env: str) -> dict[str, Any]:
-        last = state.last_by_env.get(env)
+    def _last_deployments(state: State, names: list[str]) -> dict[str, dict[str, Any] | None]:
+        # deployment_summary builds a new dict of immutable values: safe to use outside the lock.
+        return {name: state.deployment_summary(state.last_by_env.get(name)) for name in names}
+
+    @staticmethod
+    def _entry(current: Observed, last: dict[str, Any] | None) -> dict[str, Any]:
         return {
             "container": current.name,
             "state": current.state,
@@ -122,12 +143,12 @@ class Service:
             "digest": current.digest,
             "started_at": current.started_at,
             "restart_count": current.restart_count,
-            "last_deployment": state.deployment_summary(last) if last else None,
+            "last_deployment": last,
         }
 
     def deployment(self, deployment_id: str) -> dict[str, Any]:
         self.reconcile()
-        found = self.ledger.refresh().deployment(deployment_id)
+        found = self.ledger.read(lambda s: copy.deepcopy(s.deployment(deployment_id)))
         if found is None:
             raise ApiError(404, "not_found", f"no deployment {deployment_id!r}")
         return found
@@ -149,12 +170,14 @@ class Service:
 
     def dry_run(self, request: DeployRequest) -> dict[str, Any]:
         plan, environment = request.plan, request.environment
-        state = self.ledger.refresh()
+        known_digest, last = self.ledger.read(
+            lambda s: (s.digests.get(plan.image), self._last_deployments(s, [environment.name])[environment.name])
+        )
         current, docker_ok = self._observe_all([environment.name])
         if not docker_ok:
             raise ApiError(503, "docker_unavailable", "Docker is unreachable: cannot tell what would change")
         actions = {
-            "pull": steps.pull(plan, known_digest=state.digests.get(plan.image)),
+            "pull": steps.pull(plan, known_digest=known_digest),
             "stop_remove": steps.stop_remove(plan, current=current[environment.name]),
             "start": steps.start(
                 plan,
@@ -176,12 +199,13 @@ class Service:
             "actions": [
                 {"step": step, "description": "; ".join(a.description for a in acts)} for step, acts in actions.items()
             ],
-            "current": self._entry(current[environment.name], state, environment.name),
+            "current": self._entry(current[environment.name], last),
         }
 
     def deploy(self, request: DeployRequest, *, actor: str) -> dict[str, Any]:
         """Take the lock, record the deployment, start it in the background; answers before any step runs."""
-        if self.ledger.refresh() and self.ledger.broken:
+        self.ledger.read(lambda s: None)  # catch up: a broken chain shows here
+        if self.ledger.broken:
             raise ApiError(
                 503,
                 "audit_broken",
@@ -193,11 +217,17 @@ class Service:
         except OSError as e:
             raise ApiError(503, "audit_broken", f"the state directory cannot be used, so nothing was done: {e}") from e
         if lock is None:
-            running = self.ledger.refresh().running
+            running = self.ledger.read(lambda s: s.running)
             raise ApiError(
                 409, "deploy_in_progress", f"another deploy is in progress ({running or 'starting'}); wait for it"
             )
         try:
+            # Under the lock, before anything is done: the whole chain, old records included, must be intact.
+            self.ledger.verify_all()
+            if self.ledger.broken:
+                raise ApiError(
+                    503, "audit_broken", f"deploys are refused: the audit log is broken: {self.ledger.broken}"
+                )
             self._mark_interrupted()
             deployment = self._start_record(request, actor=actor)
         except AuditError as e:

@@ -10,10 +10,12 @@ from runner.envschema import NAME_PATTERN as ENV_NAME
 from runner.plan import Plan, check_plan
 from runner.render import TAG_PATTERN
 from runner.schema import schema_errors, validator
-from runner.secrets import Secret
+from runner.secrets import Secret, reveal
 
 # The limits of env are the request schema's, so the schema and these messages never disagree.
 _ENV_SCHEMA: Any = validator("deploy-request.schema.json").schema["properties"]["env"]  # type: ignore[index]
+# Masking a one- or two-character value would mangle every log line, and hides nothing.
+MIN_MASKED = 3
 MAX_VALUE = _ENV_SCHEMA["additionalProperties"]["maxLength"]
 MAX_VARIABLES = _ENV_SCHEMA["maxProperties"]
 
@@ -36,7 +38,16 @@ class DeployRequest:
     plan: Plan
     environment: Environment
     env: dict[str, str | Secret]
+    public: frozenset[str]
     dry_run: bool
+
+    def secret_values(self) -> list[str]:
+        """The values to mask in text from the runtime: all but the public ones (too short ones say nothing)."""
+        return [
+            value
+            for name, value in ((n, reveal(v)) for n, v in self.env.items())
+            if name not in self.public and len(value) >= MIN_MASKED
+        ]
 
 
 def check_request(body: Any, config: Config) -> tuple[DeployRequest | None, list[Finding]]:
@@ -52,18 +63,21 @@ def check_request(body: Any, config: Config) -> tuple[DeployRequest | None, list
     if "env" in body:
         findings += _env_findings(body["env"])
     if "plan" in body:
-        plan_data = body["plan"]
         # Plan findings use paths inside the plan document ($.steps[1].action), as the CLI reports them.
-        findings += [Finding(p.json_path(), p.message) for p in check_plan(plan_data, source="plan")]
+        plan_findings = [Finding(p.json_path(), p.message) for p in check_plan(body["plan"], source="plan")]
+        findings += plan_findings
+        if not plan_findings:  # the server's rules need a valid plan; they run whatever else is wrong
+            findings += _server_rules(Plan(source="request", data=body["plan"]), body, config)
     if findings:
         return None, findings
     plan = Plan(source="request", data=body["plan"])
-    findings += _server_rules(plan, body, config)
-    if findings:
-        return None, findings
     env: dict[str, str | Secret] = {str(name): Secret(value) for name, value in body["env"].items()}
     return DeployRequest(
-        plan=plan, environment=config.environments[plan.environment], env=env, dry_run=bool(body.get("dry_run"))
+        plan=plan,
+        environment=config.environments[plan.environment],
+        env=env,
+        public=frozenset(body.get("public_env", ())),
+        dry_run=bool(body.get("dry_run")),
     ), []
 
 

@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from runner.client import AgentClient, NotDelivered
-from runner.errors import AgentUnreachable, DeployFailed
-from runner.github import command, redact
+from runner.errors import AgentRefused, AgentUnreachable, DeployFailed
+from runner.github import command
 from runner.plan import Plan
-from runner.secrets import Secret, reveal
+from runner.secrets import Secret, redact, reveal
 from runner.times import duration
 
-POLL_SECONDS = 0.25
+# Quick polls while a deploy is young (most finish in a second or two), then gentler ones.
+POLL_FAST, POLL_SLOW, FAST_FOR = 0.05, 0.25, 5.0
 # Beyond the plan's own timeouts: the start step, the agent's bookkeeping and the network.
 DEADLINE_MARGIN = 120
 
@@ -72,24 +73,25 @@ class Printer:
             self.out.flush()
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What apply saw: the final deployment and whether /v1/status confirms it."""
-
-    deployment: dict[str, Any]
-    verified: bool
-    problem: str | None
+def request_body(plan: Plan, env: dict[str, str | Secret], *, dry_run: bool) -> dict[str, Any]:
+    """The deploy request: the rendered plan, the variables, and which of them are not secret."""
+    return {
+        "plan": plan.data,
+        "env": {k: reveal(v) for k, v in env.items()},
+        "public_env": sorted(k for k, v in env.items() if not isinstance(v, Secret)),
+        "dry_run": dry_run,
+    }
 
 
 def send(client: AgentClient, plan: Plan, *, env: dict[str, str | Secret], confirm: str | None) -> str:
     """POST the deploy exactly once; returns the deployment id."""
-    body: dict[str, Any] = {"plan": plan.data, "env": {k: reveal(v) for k, v in env.items()}, "dry_run": False}
+    body = request_body(plan, env, dry_run=False)
     if confirm is not None:
         body["confirm"] = confirm
     try:
         accepted = client.post("/v1/deploy", body)
     except NotDelivered:
-        raise
+        raise  # it never reached the agent: nothing to warn about
     except AgentUnreachable as e:
         raise AgentUnreachable(
             f"{e}\nthe deploy may or may not have been accepted: check `deployplan status` before trying again"
@@ -110,10 +112,17 @@ def follow(
 ) -> dict[str, Any]:
     """Poll the deployment until it ends; a dropped connection is retried (reads only, never the deploy)."""
     lost = False
+    started = time.monotonic()
     while True:
         try:
             deployment = client.get(f"/v1/deployments/{deployment_id}")
             lost = False
+        except AgentRefused as e:
+            # The deploy was accepted and runs on: this is not a refusal (exit 3) but an outcome we cannot see.
+            raise DeployFailed(
+                f"deployment {deployment_id} was accepted but cannot be followed: {e}\n"
+                "its outcome is unknown here: check `deployplan status` and the agent's log"
+            ) from e
         except AgentUnreachable as e:
             if not lost:
                 on_lost(str(e))
@@ -128,7 +137,7 @@ def follow(
                 f"deployment {deployment_id} did not finish within the plan's timeouts; it may still be running at "
                 "the agent: check `deployplan status` and the agent's log"
             )
-        time.sleep(POLL_SECONDS)
+        time.sleep(POLL_FAST if time.monotonic() - started < FAST_FOR else POLL_SLOW)
 
 
 def verify_status(client: AgentClient, plan: Plan, deployment: dict[str, Any]) -> str | None:

@@ -18,17 +18,17 @@ import yaml
 
 from agent.audit import AuditError, ChainBroken, verify_file
 from runner import __version__
-from runner.apply import Printer, deadline_seconds, follow, send, verify_status
+from runner.apply import Printer, deadline_seconds, follow, request_body, send, verify_status
 from runner.client import AgentClient, Credentials
 from runner.envschema import DEFAULT_PATH as ENV_SCHEMA_PATH
 from runner.envschema import EnvSchema, load_env_schema
 from runner.errors import AgentRefused, AgentUnreachable, DeployFailed, DeployplanError, InvalidInput, UsageError
-from runner.github import append_summary, command, mask_lines, redact, summary_markdown
+from runner.github import append_summary, command, mask_lines, summary_markdown
 from runner.lint import lint
 from runner.plan import Plan, describe_steps, load_plan, read_plan_file
 from runner.problems import Problem
 from runner.report import dry_run_report, status_table
-from runner.secrets import Secret, reveal
+from runner.secrets import Secret, redact, reveal
 from runner.workflowcheck import DEFAULT_PATH as WORKFLOW_PATH
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_AGENT = 0, 1, 2, 3
@@ -181,7 +181,7 @@ def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
         _require(schema, missing)
     else:
         _require(schema, missing)
-        body = {"plan": plan.data, "env": {k: reveal(v) for k, v in values.items()}, "dry_run": True}
+        body = request_body(plan, values, dry_run=True)
         if plan.environment == "prod":
             # The agent refuses prod without it, dry runs included; a dry run is the question "would it deploy?".
             body["confirm"] = f"prod:{plan.tag}"
@@ -321,9 +321,8 @@ def run(argv: Sequence[str], console: Console) -> int:
         console.error("interrupted")
         return 130
     except Exception as e:  # the last line of defence: a plain message, a traceback only with --verbose
-        console.error(
-            f"internal error: {type(e).__name__}: {e}" + ("" if verbose else " (run with --verbose for details)")
-        )
+        # Not str(e): an unexpected error may quote a value (a header, a variable) that is a secret.
+        console.error(f"internal error: {type(e).__name__}" + ("" if verbose else " (run with --verbose for details)"))
         if verbose:
             traceback.print_exc(file=console.err)
         return EXIT_FAILED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -10,10 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runner.errors import AgentRefused, AgentUnreachable
+from runner.errors import AgentRefused, AgentUnreachable, UsageError
 from runner.secrets import Secret
 
 TIMEOUT = 30.0
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+")
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -33,6 +35,13 @@ class Credentials:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Credentials:
+        """Read the credentials; a value that cannot be an HTTP header is refused by name, never shown."""
+        for name in ("CF_ACCESS_CLIENT_ID", "CF_ACCESS_CLIENT_SECRET", "DEPLOY_AGENT_TOKEN"):
+            value = environ.get(name, "")
+            if value and not _HEADER_VALUE.fullmatch(value):
+                raise UsageError(
+                    f"{name} contains a space, a line break or a non-ASCII character: set it again, exactly as issued"
+                )
         secret = environ.get("CF_ACCESS_CLIENT_SECRET")
         token = environ.get("DEPLOY_AGENT_TOKEN")
         return cls(

@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from runner.secrets import MASK
 from runner.times import duration
 
 
@@ -24,14 +23,6 @@ def mask_lines(values: Iterable[str]) -> list[str]:
                 # Unescaped, a value holding `%25` would mask another string than itself.
                 lines.append(command("add-mask", part))
     return lines
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret value in text the agent sent back (e.g. the container's own log lines)."""
-    for value in secrets:
-        if value:
-            text = text.replace(value, MASK)
-    return text
 
 
 def summary_markdown(deployment: dict[str, Any], *, verified: str, logs: list[str]) -> str:

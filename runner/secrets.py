@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 MASK = "****"
 
 
@@ -27,6 +29,14 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret value in a text that comes from elsewhere (e.g. a container's own log lines)."""
+    for value in secrets:
+        if value:
+            text = text.replace(value, MASK)
+    return text
 
 
 def reveal(value: str | Secret) -> str:

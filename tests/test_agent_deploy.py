@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import docker
 
 from conftest import CANARY, RUNTIME_ENV, TAGS, Agent, Images, plan_data
@@ -61,3 +63,14 @@ def test_the_canary_secret_reaches_the_container_and_nothing_else(agent: Agent, 
     assert CANARY not in answers
     assert CANARY not in (agent.state_dir / "audit.jsonl").read_text()
     assert CANARY not in agent.server.log_text()
+
+
+def test_values_not_declared_public_are_masked_in_the_container_logs(agent: Agent, images: Images) -> None:
+    # The example runtime prints its log level at startup: a value the request did not declare public is masked.
+    secret_by_default = agent.deploy(plan_data(images, "1.0.0", stable_for=0))
+    assert any("log_level=****" in line for line in secret_by_default["logs"]), secret_by_default["logs"]
+    assert not any("log_level=info" in line for line in secret_by_default["logs"])
+
+    public = agent.deploy(plan_data(images, "1.0.1", stable_for=0), public_env=["RUNTIME_ENV", "RUNTIME_LOG_LEVEL"])
+    assert any("log_level=info" in line for line in public["logs"]), public["logs"]
+    assert "info" not in json.dumps([r for r in agent.audit() if r["event"] != "deployment_finished"])

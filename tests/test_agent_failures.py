@@ -156,3 +156,18 @@ def test_a_tampered_audit_log_refuses_deploys(agent: Agent, images: Images) -> N
     assert response.json()["error"]["code"] == "audit_broken"
     assert agent.get("/v1/status").json()["agent"]["audit"] == "broken"
     assert PREFIX in agent.containers["dev"]
+
+
+def test_an_old_record_edited_while_the_agent_runs_refuses_the_next_deploy(agent: Agent, images: Images) -> None:
+    assert agent.deploy(plan_data(images, "1.0.0", stable_for=0))["state"] == "succeeded"
+    path = agent.state_dir / "audit.jsonl"
+    text = path.read_text()
+    assert '"actor":"token"' in text.splitlines()[0]
+    # Same length, in place: no size change for a running agent to notice, only the chain.
+    path.write_text(text.replace('"actor":"token"', '"actor":"TOKEN"', 1))
+
+    response = agent.post({"plan": plan_data(images, "1.0.1", stable_for=0), "env": RUNTIME_ENV})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "audit_broken"
+    assert "line 1" in response.json()["error"]["message"]
+    assert agent.get("/v1/status").json()["agent"]["audit"] == "broken"

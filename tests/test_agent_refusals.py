@@ -164,3 +164,12 @@ def test_unauthenticated_requests_are_refused(agent: Agent, images: Images, head
         assert response.json()["error"]["code"] == "unauthorized"
     assert agent.token not in agent.server.log_text()
     assert agent.http.get(agent.url + "/healthz", timeout=30).json() == {"ok": True}
+
+
+def test_every_finding_is_listed_at_once(agent: Agent, images: Images) -> None:
+    plan = plan_data(images, "1.0.0", env="prod")
+    plan["image"] = "ghcr.io/someone/else/runtime:1.0.0"
+    response = agent.post({"plan": plan, "env": {"lower": "x", "OK": 1}})
+    assert response.status_code == 422
+    paths = sorted(d["path"] for d in response.json()["error"]["details"])
+    assert paths == ["$.confirm", "$.env.OK", "$.env.lower", "$.image"]

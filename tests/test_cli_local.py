@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import Cli
 
 SECRET = "canary-secret-value-0123456789"
@@ -97,3 +99,11 @@ def test_lint_in_github_actions_annotates_the_line(cli: Cli, workspace: Path) ->
     assert (
         "::error file=plans/runtime.yaml,line=10,col=13::steps[1].action: step 2 must be 'stop_remove'" in result.stdout
     )
+
+
+@pytest.mark.parametrize("name", ["DEPLOY_AGENT_TOKEN", "CF_ACCESS_CLIENT_SECRET"])
+def test_a_credential_that_cannot_be_a_header_is_named_never_shown(cli: Cli, workspace: Path, name: str) -> None:
+    result = cli.run("status", "--agent", "http://127.0.0.1:9", cwd=workspace, env={name: "tok-SECRET-123\n"})
+    assert result.returncode == 2
+    assert name in result.stderr
+    assert "SECRET" not in result.stdout + result.stderr.replace(name, "")
