@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the agent's JSON answer")
 
     p = commands.add_parser("audit", help="the audit log")
-    audit = p.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    audit = p.add_subparsers(dest="audit_command", metavar="verify", required=True, parser_class=_Parser)
     v = audit.add_parser("verify", help="check the audit log's hash chain; name the first broken record")
     v.add_argument("path", type=Path, help="the audit log, e.g. /var/lib/deploy-agent/audit.jsonl")
     return parser

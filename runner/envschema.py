@@ -14,6 +14,7 @@ from runner.secrets import Secret
 DEFAULT_PATH = Path("infra/ENV_SCHEMA.md")
 HEADER = ("Variable", "Required", "Secret", "Description")
 NAME_PATTERN = re.compile(r"[A-Z][A-Z0-9_]*")
+_CELL_SEPARATOR = re.compile(r"(?<!\\)\|")
 _SEPARATOR_CELL = re.compile(r":?-{3,}:?")
 _UNTERMINATED = "<unterminated row>"
 
@@ -129,7 +130,11 @@ def _tables(text: str) -> list[list[tuple[int, list[str]]]]:
         line = raw.strip()
         if line.startswith("|"):
             terminated = line.endswith("|") and len(line) > 1
-            cells = [c.strip() for c in line.strip("|").split("|")] if terminated else [_UNTERMINATED]
+            # Markdown writes a | inside a cell as \|.
+            inner = line[1:-1] if terminated else ""
+            cells = (
+                [c.strip().replace("\\|", "|") for c in _CELL_SEPARATOR.split(inner)] if terminated else [_UNTERMINATED]
+            )
             if current is None:
                 current = []
                 tables.append(current)
@@ -145,7 +150,14 @@ def _row(cells: list[str], *, line: int, source: str, problems: list[Problem]) -
         return None
     if len(cells) != len(HEADER):
         problems.append(
-            Problem(source, line, 1, "", f"a row needs {len(HEADER)} cells ({', '.join(HEADER)}), found {len(cells)}")
+            Problem(
+                source,
+                line,
+                1,
+                "",
+                f"a row needs {len(HEADER)} cells ({', '.join(HEADER)}), found {len(cells)}"
+                + (" (write a | inside a cell as \\|)" if len(cells) > len(HEADER) else ""),
+            )
         )
         return None
     raw_name, required, secret, description = cells

@@ -69,7 +69,7 @@ def read_plan_file(path: Path) -> bytes:
 
 def load_plan(raw: bytes, *, source: str, env: str, tag: str, repository: str) -> Plan:
     """Parse, check the inputs, render, validate; raises InvalidInput with every problem found."""
-    inputs, problems = check_inputs(env=env, tag=tag, repository=repository, source=source)
+    inputs, problems = check_inputs(env=env, tag=tag, repository=repository, source="command line")
     if problems:
         raise InvalidInput(problems)
     return render_plan(load_yaml(raw, filename=source), source=source, inputs=inputs)

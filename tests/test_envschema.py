@@ -98,7 +98,10 @@ def test_names_may_go_without_backticks_and_separators_may_align() -> None:
         ),
         pytest.param(
             HEADER + "| `A` | yes | no | d | e |\n",
-            [f"{TABLE}:3:1: a row needs 4 cells (Variable, Required, Secret, Description), found 5"],
+            [
+                f"{TABLE}:3:1: a row needs 4 cells (Variable, Required, Secret, Description), found 5"
+                " (write a | inside a cell as \\|)"
+            ],
             id="five-cells",
         ),
         pytest.param(
@@ -165,6 +168,11 @@ def test_names_may_go_without_backticks_and_separators_may_align() -> None:
 )
 def test_malformed_table(text: str, expected: list[str]) -> None:
     assert problems_of(text) == expected
+
+
+def test_an_escaped_pipe_belongs_to_its_cell() -> None:
+    [variable] = parse_env_schema(HEADER + "| `A` | yes | no | one \\| two |\n", source=TABLE).variables
+    assert variable.description == "one | two"
 
 
 def test_an_unreadable_table() -> None:

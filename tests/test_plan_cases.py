@@ -451,7 +451,7 @@ def test_bad_argument_is_refused(cli: Cli, workspace: Path, option: str, value: 
     assert result.stdout == ""
     _assert_clean_failure(result.stderr)
     [line] = result.stderr.splitlines()
-    assert line.startswith(f"plans/runtime.yaml: {expected}")
+    assert line.startswith(f"command line: {expected}")  # a flag is not the plan file's fault
 
 
 def test_lint_with_a_bad_repository_is_a_usage_error(cli: Cli, workspace: Path) -> None:
