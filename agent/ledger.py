@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -37,6 +38,17 @@ class Ledger:
 
     def _catch_up(self) -> None:
         if self._broken is not None:
+            return
+        try:
+            size = os.stat(self.audit.path).st_size
+        except FileNotFoundError:
+            size = 0
+        if size == self._offset:
+            return  # nothing new: the common case of every read, answered without opening the file
+        if size < self._offset:
+            self._broken = (
+                f"{self.audit.path} is shorter than the {self._offset} bytes already read: records were removed"
+            )
             return
         try:
             while True:
