@@ -40,7 +40,8 @@ class DockerRelay:
 
     def stop(self) -> None:
         """Docker is 'down': the socket is gone and every open connection is cut."""
-        listener, self._listener = self._listener, None
+        with self._lock:
+            listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
@@ -63,6 +64,10 @@ class DockerRelay:
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             upstream.connect(DOCKER_SOCKET)
             with self._lock:
+                if self._listener is not listener:  # stopped meanwhile: this connection must not outlive it
+                    client.close()
+                    upstream.close()
+                    return
                 self._connections.update((client, upstream))
             threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
 
