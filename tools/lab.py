@@ -182,12 +182,14 @@ def push(client: docker.DockerClient, ref: str) -> str:
 
 
 def remove_images(client: docker.DockerClient, prefix: str) -> None:
-    """Untag (force) every local tag starting with `prefix`; untagged images go."""
-    for image in client.images.list():
-        for tag in image.tags:
-            if tag.startswith(prefix):
-                with contextlib.suppress(docker.errors.ImageNotFound):
-                    client.images.remove(tag, force=True)
+    """Remove every local reference starting with `prefix`, tags and digests (`repo@sha256:...`, which a pull
+    leaves behind); an image with no reference left goes. References outside the prefix are kept."""
+    for image in client.images.list(all=True):
+        references = [*image.tags, *image.attrs.get("RepoDigests", [])]
+        for reference in references:
+            if reference.startswith(prefix):
+                with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+                    client.images.remove(reference, force=True)
 
 
 def remove_containers(client: docker.DockerClient, names_prefix: str) -> None:
