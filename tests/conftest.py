@@ -79,6 +79,24 @@ def canary_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     assert not found, f"the canary secret leaked into: {found[:20]}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """After every other fixture's cleanup: no container or image of this session is left in Docker."""
+    yield
+    client = docker.from_env()
+    try:
+        containers = [c.name for c in client.containers.list(all=True, filters={"name": PREFIX})]
+        images = [
+            ref
+            for image in client.images.list(all=True)
+            for ref in (*image.tags, *image.attrs.get("RepoDigests", []))
+            if PREFIX in ref
+        ]
+    finally:
+        client.close()
+    assert (containers, images) == ([], []), f"left behind: containers {containers}, images {images}"
+
+
 @pytest.fixture(scope="session")
 def cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
     """deployplan installed once, non-editable, into a fresh venv (its dependencies come from the system)."""
