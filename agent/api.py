@@ -38,16 +38,7 @@ def deploy() -> tuple[Response, int]:
         raise ApiError(400, "bad_request", "the body is not valid JSON")
     if _depth(body) > MAX_DEPTH:
         raise ApiError(400, "bad_request", f"the body is nested more than {MAX_DEPTH} levels deep")
-    deploy_request, findings = service().check(body)
-    if deploy_request is None:
-        if isinstance(body, dict) and body.get("dry_run") is not True:
-            plan = body.get("plan")
-            service().refuse(
-                findings, actor=g.actor, environment=plan.get("environment") if isinstance(plan, dict) else None
-            )
-        raise ApiError(
-            422, "plan_refused", f"the deploy was refused: {len(findings)} finding(s), nothing was touched", findings
-        )
+    deploy_request = service().check(body, actor=g.actor)
     if deploy_request.dry_run:
         return jsonify(service().dry_run(deploy_request)), 200
     return jsonify(service().deploy(deploy_request, actor=g.actor)), 202

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import threading
@@ -13,6 +14,7 @@ from agent.logs import log
 from agent.state import State, fold
 
 T = TypeVar("T")
+INDEX_EVERY = 1000
 
 
 class Ledger:
@@ -25,6 +27,8 @@ class Ledger:
         self._verifier = ChainVerifier(name=audit.path.name)
         self._broken: str | None = None
         self._lock = threading.Lock()
+        # A sparse index for /v1/audit: (first seq, byte offset) of a batch, one every INDEX_EVERY records or so.
+        self._index: list[tuple[int, int]] = [(1, 0)]
 
     def read(self, view: Callable[[State], T]) -> T:
         """Catch up with the file (other workers append to it), then apply `view` to the state under the lock.
@@ -52,7 +56,10 @@ class Ledger:
             return
         try:
             while True:
-                records, self._offset = self.audit.read_from(self._offset, verifier=self._verifier, limit=100)
+                start = self._offset
+                records, self._offset = self.audit.read_from(start, verifier=self._verifier, limit=100)
+                if records and records[0]["seq"] >= self._index[-1][0] + INDEX_EVERY:
+                    self._index.append((records[0]["seq"], start))
                 for record in records:
                     fold(self._state, record)
                 if not records:
@@ -62,6 +69,12 @@ class Ledger:
         except AuditError as e:
             # A passing read error (EIO, EMFILE) is not a broken chain: the next read tries again.
             log("audit log not readable right now", level=logging.WARNING, reason=str(e))
+
+    def offset_before(self, seq: int) -> int:
+        """A byte offset at or before the record `seq` (0 when not known): where a reader of later records starts."""
+        with self._lock:
+            found = bisect.bisect_right(self._index, (seq, float("inf"))) - 1
+            return self._index[max(found, 0)][1]
 
     def verify_all(self) -> None:
         """Check the whole chain on disk, old records included (an in-place edit changes no size); marks it broken."""

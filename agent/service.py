@@ -155,7 +155,8 @@ class Service:
 
     def audit_records(self, after: int) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
-        offset = 0
+        self.ledger.read(lambda s: None)  # catch up, so the index covers the whole file
+        offset = self.ledger.offset_before(after + 1)
         try:
             while len(records) < AUDIT_PAGE:
                 batch, offset = self.ledger.audit.read_from(offset, limit=AUDIT_PAGE * 10)
@@ -276,19 +277,25 @@ class Service:
             id=deployment_id, actor=actor, request=request, config=self.config, ledger=self.ledger, executor=executor
         )
 
-    def refuse(self, findings: list[dict[str, str]], *, actor: str, environment: Any) -> None:
-        """Record a refused deploy (not dry runs) when the log can take it; the refusal stands either way."""
-        try:
-            self.ledger.append(
-                "deploy_refused",
-                deployment_id=None,
-                actor=actor,
-                environment=environment if isinstance(environment, str) else None,
-                reason=[f"{f['path']}: {f['message']}" for f in findings][:20],
-            )
-        except AuditError as e:
-            log("refusal not audited", level=logging.WARNING, reason=str(e))
-
-    def check(self, body: Any) -> tuple[DeployRequest | None, list[dict[str, str]]]:
+    def check(self, body: Any, *, actor: str) -> DeployRequest:
+        """The request that passed every check, or ApiError 422 with every finding (a refused deploy, not a dry
+        run, is recorded in the audit log when the log can take it; the refusal stands either way)."""
         request, findings = check_request(body, self.config)
-        return request, [f.as_detail() for f in findings]
+        if request is not None:
+            return request
+        details = [f.as_detail() for f in findings]
+        if isinstance(body, dict) and body.get("dry_run") is not True:
+            plan = body.get("plan")
+            environment = plan.get("environment") if isinstance(plan, dict) else None
+            try:
+                self.ledger.append(
+                    "deploy_refused",
+                    deployment_id=None,
+                    actor=actor,
+                    environment=environment if isinstance(environment, str) else None,
+                    reason=[f"{d['path']}: {d['message']}" for d in details][:20],
+                )
+            except AuditError as e:
+                log("refusal not audited", level=logging.WARNING, reason=str(e))
+        message = f"the deploy was refused: {len(details)} finding(s), nothing was touched"
+        raise ApiError(422, "plan_refused", message, details)

@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import yaml
 
@@ -59,12 +60,15 @@ def cmd_render(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def _agent(args: argparse.Namespace, console: Console, *, required: bool) -> AgentClient | None:
-    url = args.agent or console.environ.get("DEPLOY_AGENT_URL")
+def _agent_url(args: argparse.Namespace, console: Console) -> str | None:
+    url: str | None = args.agent or console.environ.get("DEPLOY_AGENT_URL")
+    return url
+
+
+def _agent(args: argparse.Namespace, console: Console) -> AgentClient:
+    url = _agent_url(args, console)
     if not url:
-        if required:
-            raise UsageError("--agent is required (or set DEPLOY_AGENT_URL), e.g. --agent https://deploy.example.com")
-        return None
+        raise UsageError("--agent is required (or set DEPLOY_AGENT_URL), e.g. --agent https://deploy.example.com")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--agent {url!r} must be an http:// or https:// URL")
     return AgentClient(url, Credentials.from_environ(console.environ))
@@ -92,8 +96,7 @@ def _require(schema: EnvSchema, missing: list[str]) -> None:
 def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
     schema, values, missing = _variables(args, console)
     plan = _load(args, console)
-    client = _agent(args, console, required=False)
-    if client is None:
+    if not _agent_url(args, console):
         console.print(f"plan {plan.data['plan']} ({plan.source}) for {plan.environment}: {plan.image}")
         console.print("would ask the agent to run, in this order:")
         for number, (action, description) in enumerate(describe_steps(plan), start=1):
@@ -109,7 +112,7 @@ def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
         if plan.environment == "prod":
             # The agent refuses prod without it, dry runs included; a dry run is the question "would it deploy?".
             body["confirm"] = f"prod:{plan.tag}"
-        for line in dry_run_report(client.post("/v1/deploy", body), values=values):
+        for line in dry_run_report(_agent(args, console).post("/v1/deploy", body), values=values):
             console.print(line)
     console.print("nothing was touched (dry run)")
     return EXIT_OK
@@ -118,8 +121,7 @@ def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
 def cmd_apply(args: argparse.Namespace, console: Console) -> int:
     schema, values, missing = _variables(args, console)
     plan = _load(args, console)
-    client = _agent(args, console, required=True)
-    assert client is not None
+    client = _agent(args, console)
     _require(schema, missing)
     if plan.environment == "prod" and args.confirm != f"prod:{plan.tag}":
         raise UsageError(
@@ -182,9 +184,7 @@ def _outcome(console: Console, plan: Plan, deployment: dict[str, Any], *, proble
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    client = _agent(args, console, required=True)
-    assert client is not None
-    status = client.get("/v1/status" + (f"?env={args.env}" if args.env else ""))
+    status = _agent(args, console).get("/v1/status" + (f"?{urlencode({'env': args.env})}" if args.env else ""))
     if args.json:
         console.print(json.dumps(status, indent=2))
     else:

@@ -106,10 +106,15 @@ def test_a_moved_tag_is_refused(
 def test_ten_parallel_deploys_get_exactly_one_202(agent: Agent, images: Images) -> None:
     body = {"plan": plan_data(images, "1.0.0", stable_for=0), "env": RUNTIME_ENV}
     with ThreadPoolExecutor(max_workers=10) as pool:
-        codes = sorted(pool.map(lambda _: agent.post(body).status_code, range(10)))
-    assert codes == [202] + [409] * 9
-    running = agent.get("/v1/status").json()["agent"]["deploy_in_progress"]
-    assert running is None or isinstance(running, str)
+        responses = list(pool.map(lambda _: agent.post(body), range(10)))
+    assert sorted(r.status_code for r in responses) == [202] + [409] * 9
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 409} == {"deploy_in_progress"}
+    [accepted] = [r.json()["deployment_id"] for r in responses if r.status_code == 202]
+    assert agent.wait(accepted)["state"] == "succeeded"
+    # One deployment ran, alone: one start record, and its four steps never interleaved with another's.
+    started = [r for r in agent.audit() if r["event"] == "deployment_started"]
+    assert [r["deployment_id"] for r in started] == [accepted]
+    assert {r["deployment_id"] for r in agent.audit() if r["event"].startswith("step_")} == {accepted}
 
 
 def test_sigkill_during_verify_leaves_an_interrupted_deployment_and_resumes_nothing(

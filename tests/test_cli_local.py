@@ -10,6 +10,7 @@ import pytest
 from conftest import Cli
 
 SECRET = "canary-secret-value-0123456789"
+DRY_RUN = ("dry-run", "plans/runtime.yaml", "--env", "dev", "--tag", "1.0.3", "--repository", "acme/trader")
 RUNTIME_ENV = {"RUNTIME_ENV": "dev", "RUNTIME_LOG_LEVEL": "info", "RUNTIME_API_TOKEN": SECRET}
 
 
@@ -52,14 +53,7 @@ def test_render_without_repository_is_a_usage_error(cli: Cli, workspace: Path) -
 
 def test_dry_run_lists_the_four_actions_and_masks_secrets(cli: Cli, workspace: Path) -> None:
     result = cli.run(
-        "dry-run",
-        "plans/runtime.yaml",
-        "--env",
-        "dev",
-        "--tag",
-        "1.0.3",
-        "--repository",
-        "acme/trader",
+        *DRY_RUN,
         cwd=workspace,
         env=RUNTIME_ENV,
     )
@@ -75,14 +69,7 @@ def test_dry_run_lists_the_four_actions_and_masks_secrets(cli: Cli, workspace: P
 
 def test_dry_run_names_every_missing_required_variable(cli: Cli, workspace: Path) -> None:
     result = cli.run(
-        "dry-run",
-        "plans/runtime.yaml",
-        "--env",
-        "dev",
-        "--tag",
-        "1.0.3",
-        "--repository",
-        "acme/trader",
+        *DRY_RUN,
         cwd=workspace,
         env={"RUNTIME_ENV": "dev"},
     )
