@@ -1,5 +1,6 @@
-# The two commands of the README. Both work on a fresh machine (root, Debian): they install what is missing first.
-.PHONY: demo test lint
+# The two commands of the README (demo, test) work on a fresh machine (root, Debian): they install what is
+# missing first. `unit` is the fast tier (no Docker needed); `lint` is what CI checks besides the tests.
+.PHONY: demo test unit lint
 
 demo:
 	tools/bootstrap.sh
@@ -9,6 +10,13 @@ test:
 	tools/bootstrap.sh
 	python3 -m pytest -q
 
+unit:
+	tools/bootstrap.sh --python-only
+	DOCKER_HOST=tcp://127.0.0.1:9 python3 -m pytest -q tests/unit
+
 lint:
+	tools/bootstrap.sh --python-only
 	ruff check runner agent tests tools bench
+	ruff format --check runner agent tests tools bench
 	mypy --strict runner agent
+	lint-imports

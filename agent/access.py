@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import threading
 import time
 import urllib.error
@@ -17,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from werkzeug.datastructures import Headers
 
-from agent.auth import unauthorized
 from agent.config import Config
-from agent.errors import ApiError
+from agent.errors import AuthUnavailable, Unauthorized
 from agent.logs import log
 
 HEADER = "Cf-Access-Jwt-Assertion"
@@ -29,6 +30,8 @@ LEEWAY = 30
 # Access tokens are 1-2 KiB; anything far larger is not one, and is refused before it is parsed.
 MAX_TOKEN_CHARS = 16 * 1024
 MAX_KID_CHARS = 256
+# Keys in hand are trusted this long after their last successful fetch, while the certs URL fails.
+MAX_STALE = 24 * 3600.0
 
 
 class KeysUnavailable(Exception):
@@ -45,10 +48,11 @@ class JwksCache:
     """The team's RS256 signing keys by `kid`, fetched from the certs URL and shared by a worker's request threads.
 
     Refetched when a token names an unknown `kid` or the keys are older than `max_age`, at most once per
-    `refetch_interval` (a flood of made-up key ids never becomes a flood of fetches); while no key is loaded,
-    a request tries again at most once per `retry_interval`. A failed refetch keeps the keys in hand: Access
-    keeps the previous key valid for seven days after a rotation. A key removed from the JWKS is dropped at
-    the next successful refetch.
+    `refetch_interval` (a flood of made-up key ids never becomes a flood of fetches); while no key is usable,
+    a request tries again at most once per `retry_interval`. A failed refetch keeps the keys in hand, for at
+    most `max_stale`: past that, nothing is trusted until the certs URL answers again (a key that Access
+    revoked meanwhile must not stay valid here for ever). A key removed from the JWKS is dropped at the next
+    successful refetch.
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class JwksCache:
         refetch_interval: float = 60.0,
         retry_interval: float = 3.0,
         max_age: float = 3600.0,
+        max_stale: float = MAX_STALE,
         timeout: float = 5.0,
         max_bytes: int = 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
@@ -66,6 +71,7 @@ class JwksCache:
         self.refetch_interval = refetch_interval
         self.retry_interval = retry_interval
         self.max_age = max_age
+        self.max_stale = max_stale
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._clock = clock
@@ -82,18 +88,19 @@ class JwksCache:
             self._fetch(self._clock())
 
     def key(self, kid: str) -> jwt.PyJWK | None:
-        """The key with this `kid` (None when the JWKS has no such key); raises KeysUnavailable while none is loaded."""
+        """The key with this `kid` (None when the JWKS has no such key); raises KeysUnavailable while no key is
+        usable (none loaded yet, or the ones in hand are older than `max_stale`)."""
         current = self._current
         if kid in current.keys and not self._stale(current, self._clock()):
             return current.keys[kid]
         with self._fetch_lock:
             now = self._clock()
             current = self._current
-            if current.fetched_at is None:
+            if not self._usable(current, now):
                 if self._last_attempt is None or now - self._last_attempt >= self.retry_interval:
                     current = self._fetch(now)
-                if current.fetched_at is None:
-                    raise KeysUnavailable(self._last_error)
+                if not self._usable(current, now):
+                    raise KeysUnavailable(self._why_unusable(current, now))
             elif (kid not in current.keys or self._stale(current, now)) and self._may_refetch(now):
                 self._last_refetch = now
                 current = self._fetch(now)
@@ -101,6 +108,18 @@ class JwksCache:
 
     def _stale(self, current: _KeySet, now: float) -> bool:
         return current.fetched_at is not None and now - current.fetched_at >= self.max_age
+
+    def _usable(self, current: _KeySet, now: float) -> bool:
+        return current.fetched_at is not None and now - current.fetched_at < self.max_stale
+
+    def _why_unusable(self, current: _KeySet, now: float) -> str:
+        if current.fetched_at is None:
+            return self._last_error
+        hours = (now - current.fetched_at) / 3600
+        return (
+            f"the keys in hand were fetched {hours:.1f} h ago and could not be refreshed since ({self._last_error}); "
+            f"keys older than {self.max_stale / 3600:g} h are not trusted"
+        )
 
     def _may_refetch(self, now: float) -> bool:
         return self._last_refetch is None or now - self._last_refetch >= self.refetch_interval
@@ -113,9 +132,9 @@ class JwksCache:
         except (OSError, ValueError) as e:
             self._last_error = str(e)
             kept = sorted(self._current.keys)
-            log("access keys not fetched", level=30, url=self.url, reason=self._last_error, keeping=kept)
+            log("access keys not fetched", level=logging.WARNING, url=self.url, reason=self._last_error, keeping=kept)
             if not kept:
-                log("authenticated endpoints answer 503 until the access keys load", level=40, url=self.url)
+                log("authenticated endpoints answer 503 until the access keys load", level=logging.ERROR, url=self.url)
             return self._current
         self._current = _KeySet(keys=keys, fetched_at=now)
         log("access keys loaded", url=self.url, kids=sorted(keys))
@@ -160,7 +179,7 @@ def _parse_jwks(body: bytes) -> dict[str, jwt.PyJWK]:
         try:
             keys[entry["kid"]] = jwt.PyJWK(entry, algorithm=ALGORITHM)
         except jwt.PyJWTError as e:
-            log("access key skipped", level=30, kid=entry["kid"][:MAX_KID_CHARS], reason=str(e)[:200])
+            log("access key skipped", level=logging.WARNING, kid=entry["kid"][:MAX_KID_CHARS], reason=str(e)[:200])
     if not keys:
         raise ValueError("the JWKS holds no RS256 signing key")
     return keys
@@ -182,12 +201,12 @@ class CloudflareAccessAuth:
         keys.load()
         return cls(team_domain=config.access_team_domain, audience=config.access_aud, keys=keys)
 
-    def authenticate(self, headers: Mapping[str, str]) -> str:
+    def authenticate(self, headers: Headers | Mapping[str, str]) -> str:
         token = headers.get(HEADER, "").strip()
         if not token:
-            raise unauthorized(f"no {HEADER} header: reach the agent through Cloudflare Access")
+            raise Unauthorized(f"no {HEADER} header: reach the agent through Cloudflare Access")
         if len(token) > MAX_TOKEN_CHARS:
-            raise unauthorized(f"the {HEADER} header is larger than {MAX_TOKEN_CHARS} characters")
+            raise Unauthorized(f"the {HEADER} header is larger than {MAX_TOKEN_CHARS} characters")
         key = self._key(token)
         try:
             claims = jwt.decode(
@@ -201,27 +220,25 @@ class CloudflareAccessAuth:
             )
         except jwt.PyJWTError as e:
             # Our own words: PyJWT's messages may quote parts of the token.
-            raise unauthorized(_reason(e, issuer=self.issuer)) from None
+            raise Unauthorized(_reason(e, issuer=self.issuer)) from None
         return _actor(claims)
 
     def _key(self, token: str) -> jwt.PyJWK:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise unauthorized("the Access token is not a well-formed JWT") from None
+            raise Unauthorized("the Access token is not a well-formed JWT") from None
         if header.get("alg") != ALGORITHM:
-            raise unauthorized(f"the Access token must be signed with {ALGORITHM}")
+            raise Unauthorized(f"the Access token must be signed with {ALGORITHM}")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
-            raise unauthorized("the Access token names no signing key (kid)")
+            raise Unauthorized("the Access token names no signing key (kid)")
         try:
             key = self.keys.key(kid)
         except KeysUnavailable as e:
-            raise ApiError(
-                503, "auth_unavailable", f"the Cloudflare Access signing keys are not loaded yet ({e}); retry shortly"
-            ) from None
+            raise AuthUnavailable(f"the Cloudflare Access signing keys cannot be used ({e}); retry shortly") from None
         if key is None:
-            raise unauthorized(f"the Access token is signed by a key the team's JWKS does not hold (kid {kid[:64]!r})")
+            raise Unauthorized(f"the Access token is signed by a key the team's JWKS does not hold (kid {kid[:64]!r})")
         return key
 
 
@@ -247,4 +264,4 @@ def _actor(claims: dict[str, Any]) -> str:
         value = claims.get(claim)
         if isinstance(value, str) and value.strip():
             return value.strip()
-    raise unauthorized("the Access token names no one (no email, no common_name)")
+    raise Unauthorized("the Access token names no one (no email, no common_name)")

@@ -1,13 +1,17 @@
-"""The `/v1` blueprint and `/healthz`: thin views that authenticate, parse, call the service and answer JSON."""
+"""The `/v1` blueprint and `/healthz`: thin views that authenticate, parse, call the core and answer JSON."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import UnsupportedMediaType
 
-from agent.errors import ApiError
-from agent.service import Service
+from agent.errors import BadRequest
+from agent.reads import MAX_WAIT
+from agent.services import Services
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
 health = Blueprint("health", __name__)
@@ -15,56 +19,101 @@ health = Blueprint("health", __name__)
 MAX_DEPTH = 16
 
 
-def service() -> Service:
-    found: Service = current_app.extensions["deployplan"]
+def services() -> Services:
+    found: Services = current_app.extensions["deployplan"]
     return found
 
 
 def authenticate() -> None:
     """Every /v1 path, matched or not (so a 404 or 405 says nothing to a stranger either)."""
     if request.path == "/v1" or request.path.startswith("/v1/"):
-        g.actor = current_app.extensions["deployplan.auth"].authenticate(request.headers)
+        g.actor = services().auth.authenticate(request.headers)
 
 
 @v1.post("/deploy")
 def deploy() -> tuple[Response, int]:
-    if request.mimetype != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the request as Content-Type: application/json")
-    try:
-        body = request.get_json(silent=True)
-    except RecursionError:
-        body = None
-    if body is None:
-        raise ApiError(400, "bad_request", "the body is not valid JSON")
-    if _depth(body) > MAX_DEPTH:
-        raise ApiError(400, "bad_request", f"the body is nested more than {MAX_DEPTH} levels deep")
-    deploy_request = service().check(body, actor=g.actor)
+    body = json_body()
+    deploy_request = services().admission.check(body, actor=g.actor)
+    services().admission.authorize(deploy_request, actor=g.actor)
     if deploy_request.dry_run:
-        return jsonify(service().dry_run(deploy_request)), 200
-    return jsonify(service().deploy(deploy_request, actor=g.actor)), 202
+        return jsonify(services().admission.dry_run(deploy_request)), 200
+    return jsonify(services().admission.deploy(deploy_request, actor=g.actor)), 202
 
 
 @v1.get("/deployments/<deployment_id>")
 def deployment(deployment_id: str) -> Response:
-    return jsonify(service().deployment(deployment_id))
+    wait = int_param("wait", 0, int(MAX_WAIT), default=0)
+    after = int_param("after", 0, 2**62, default=None) if "after" in request.args else None
+    return jsonify(services().reads.deployment(deployment_id, wait=wait, after=after))
+
+
+@v1.get("/deployments")
+def deployments() -> Response:
+    limit = int_param("limit", 1, 200, default=20)
+    return jsonify({"deployments": services().reads.history(request.args.get("env"), limit)})
 
 
 @v1.get("/status")
 def status() -> Response:
-    return jsonify(service().status(request.args.get("env")))
+    return jsonify(services().reads.status(request.args.get("env")))
 
 
 @v1.get("/audit")
 def audit() -> Response:
-    raw = request.args.get("after", "0")
-    if not (raw.isascii() and raw.isdigit()):
-        raise ApiError(400, "bad_request", "after must be a non-negative integer (a seq)")
-    return jsonify({"records": service().audit_records(int(raw))})
+    after = int_param("after", 0, 2**62, default=0)
+    records, more = services().reads.audit_records(after)
+    return jsonify({"records": records, "more": more})
+
+
+@v1.get("/logs/<env>")
+def logs(env: str) -> Response:
+    tail = int_param("tail", 1, 5000, default=200)
+    since = since_param(request.args.get("since"))
+    return jsonify(services().reads.logs(env, tail=tail, since=since))
 
 
 @health.get("/healthz")
 def healthz() -> dict[str, Any]:
     return {"ok": True}
+
+
+def json_body() -> Any:
+    """The request's JSON body: 415 when it is not JSON, 400 when it does not parse or nests absurdly deep."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("send the request as Content-Type: application/json")
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        body = None
+    if body is None:
+        raise BadRequest("the body is not valid JSON")
+    if _depth(body) > MAX_DEPTH:
+        raise BadRequest(f"the body is nested more than {MAX_DEPTH} levels deep")
+    return body
+
+
+def int_param(name: str, low: int, high: int, *, default: int | None) -> Any:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def since_param(raw: str | None) -> float | None:
+    """`since`: a number of seconds back, or an RFC 3339 time; a Unix time for Docker."""
+    if raw is None:
+        return None
+    if raw.isascii() and raw.isdigit() and 0 < int(raw) <= 10 * 365 * 86400:
+        return time.time() - int(raw)
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise BadRequest("since must be a number of seconds back (e.g. 600) or an RFC 3339 time with its offset")
+    return when.timestamp()
 
 
 def _depth(value: Any) -> int:

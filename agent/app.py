@@ -8,27 +8,32 @@ from collections.abc import Mapping
 from flask import Flask, Response, g, request
 
 from agent import api
-from agent.auth import make_authenticator
 from agent.config import Config, load_config
-from agent.errors import register_error_handlers
+from agent.dockerio import Connect, connect
+from agent.http import register_error_handlers
 from agent.logs import Stopwatch, log, setup_logging
-from agent.service import Service
+from agent.services import Services
+from runner.core.text import shorten
 
 MAX_BODY = 256 * 1024
 
 
-def create_app(config: Config | None = None, *, environ: Mapping[str, str] | None = None) -> Flask:
-    """Build the app from a Config, else from the environment (raises ConfigError naming every problem)."""
+def create_app(
+    config: Config | None = None, *, environ: Mapping[str, str] | None = None, docker_connect: Connect = connect
+) -> Flask:
+    """Build the app from a Config, else from the environment (raises ConfigError naming every problem).
+
+    `docker_connect` makes the Docker client; tests of the HTTP contract pass a recording one.
+    """
     setup_logging()
     config = config or load_config(os.environ if environ is None else environ)
     app = Flask("deploy_agent")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["deployplan"] = Service.open(config)
-    app.extensions["deployplan.auth"] = make_authenticator(config)
+    app.extensions["deployplan"] = Services.open(config, docker_connect=docker_connect)
     register_error_handlers(app)
-    api.init_app(app)
     _log_requests(app)
+    api.init_app(app)
     log(
         "agent started",
         environments=list(config.environments),
@@ -50,7 +55,7 @@ def _log_requests(app: Flask) -> None:
         log(
             "request",
             method=request.method,
-            path=request.path,
+            path=shorten(request.path),
             status=response.status_code,
             actor=g.get("actor"),
             duration_ms=clock.ms() if clock else None,

@@ -1,4 +1,4 @@
-"""Who is calling: one small seam with one authenticator per DEPLOY_AGENT_AUTH mode."""
+"""Who is calling, and what they may do: one authenticator per DEPLOY_AGENT_AUTH mode, and the deploy rights."""
 
 from __future__ import annotations
 
@@ -6,18 +6,16 @@ import hmac
 from collections.abc import Mapping
 from typing import Protocol
 
+from werkzeug.datastructures import Headers
+
 from agent.config import Config
-from agent.errors import ApiError
+from agent.errors import Forbidden, Unauthorized
 
 
 class Authenticator(Protocol):
-    """Returns the actor (a person's email, a service token's name) or raises ApiError 401."""
+    """Returns the actor (a person's email, a service token's name) or raises Unauthorized."""
 
-    def authenticate(self, headers: Mapping[str, str]) -> str: ...
-
-
-def unauthorized(reason: str) -> ApiError:
-    return ApiError(401, "unauthorized", reason)
+    def authenticate(self, headers: Headers | Mapping[str, str]) -> str: ...
 
 
 class TokenAuth:
@@ -28,12 +26,12 @@ class TokenAuth:
     def __init__(self, token: str) -> None:
         self._token = token.encode("utf-8")
 
-    def authenticate(self, headers: Mapping[str, str]) -> str:
+    def authenticate(self, headers: Headers | Mapping[str, str]) -> str:
         scheme, _, given = headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given:
-            raise unauthorized("missing Authorization: Bearer token")
+            raise Unauthorized("missing Authorization: Bearer token")
         if not hmac.compare_digest(given.strip().encode("utf-8", errors="replace"), self._token):
-            raise unauthorized("the bearer token is not valid")
+            raise Unauthorized("the bearer token is not valid")
         return self.ACTOR
 
 
@@ -42,8 +40,21 @@ def make_authenticator(config: Config) -> Authenticator:
     if config.auth == "token" and config.token is not None:
         return TokenAuth(config.token.reveal())
     if config.auth == "cloudflare-access":
-        # Imported here: agent.access builds on this module (unauthorized), and token mode never loads PyJWT.
+        # Imported here: token mode never loads PyJWT.
         from agent.access import CloudflareAccessAuth
 
         return CloudflareAccessAuth.from_config(config)
     raise NotImplementedError(f"DEPLOY_AGENT_AUTH={config.auth} is not available in this version")
+
+
+def require_deployer(config: Config, actor: str, environments: list[str], *, what: str) -> None:
+    """Being let in is not the right to deploy: with Access, the actor must be listed for every environment.
+
+    With `token` auth the one token holds every right (demo and tests).
+    """
+    if config.deployers is None:
+        return
+    missing = [env for env in environments if actor.casefold() not in config.deployers.get(env, frozenset())]
+    if missing:
+        variables = ", ".join(f"DEPLOY_AGENT_DEPLOYERS_{env.upper()}" for env in missing)
+        raise Forbidden(f"{actor} may read and dry-run, but not {what}: it is not listed in {variables}")

@@ -2,6 +2,8 @@
 
 No retry and no rollback: when start or verify fails, the new container is stopped and kept for
 inspection, and the deployment fails with the step, the reason and the container's last log lines.
+Everything that comes from the container (its output, a healthcheck's, an exit message) is masked here,
+before it is written anywhere.
 """
 
 from __future__ import annotations
@@ -11,18 +13,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import steps
-from agent.audit import AuditError
+from agent.auditlog import AuditError
 from agent.config import Config
-from agent.dockerio import DOCKER_ERRORS, Observed, connect, last_log_lines, observe
+from agent.dockerio import DOCKER_ERRORS, DockerAccess, observe, read_logs
 from agent.executor import ActionFailed, Executor
 from agent.ledger import Ledger
 from agent.lock import DeployLock
 from agent.logs import Stopwatch, log
 from agent.validate import DeployRequest
-from runner.secrets import redact
+from runner.core import steps
+from runner.core.facts import Facts, Observed
+from runner.core.secrets import Masker
+from runner.core.text import clip_line
 
-LOG_LINES = 100
+# The tail kept with a failed deployment: its last lines, each and all of them bounded in bytes.
+LOG_LINES, LOG_LINE_BYTES, LOG_TAIL_BYTES = 100, 2048, 32 * 1024
+# A healthcheck's or the engine's own words in a step message: enough to act on, never a whole log.
+MESSAGE_BYTES = 1024
 
 
 class StepFailed(Exception):
@@ -44,31 +51,39 @@ class Deployment:
     config: Config
     ledger: Ledger
     executor: Executor
+    docker: DockerAccess
     container_id: str | None = field(default=None)
     current_step: str = field(default="pull")
+    masker: Masker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.masker = self.request.masker()
 
     def run(self) -> None:
         """The four steps, in order; the failure path is right here."""
-        plan, environment = self.request.plan, self.request.environment
-        log("deployment running", deployment_id=self.id, environment=environment.name, image=plan.image)
+        plan = self.request.plan
+        log("deployment running", deployment_id=self.id, environment=plan.environment, image=plan.image)
         try:
-            self.step("pull", lambda: steps.pull(plan, known_digest=self.known_digest()))
-            self.step("stop_remove", lambda: steps.stop_remove(plan, current=self.observe()))
-            self.step(
-                "start",
-                lambda: steps.start(
-                    plan,
-                    environment=environment,
-                    restart_policy=self.config.restart_policy,
-                    env_names=sorted(self.request.env),
-                    deployment_id=self.id,
-                ),
-            )
-            self.step("verify", lambda: steps.verify(plan, container=environment.container))
+            self.step("pull", lambda: steps.pull(plan, self.facts(known_digest=True)))
+            self.step("stop_remove", lambda: steps.stop_remove(plan, self.facts(current=self.observe())))
+            self.step("start", lambda: steps.start(plan, self.facts()))
+            self.step("verify", lambda: steps.verify(plan, self.facts()))
         except StepFailed as failure:
             self.fail(failure)
         else:
             self.finish("succeeded", error=None)
+
+    def facts(self, *, known_digest: bool = False, current: Observed | None = None) -> Facts:
+        """What the step builders read besides the plan, as it is now."""
+        image = self.request.plan.image
+        return Facts(
+            target=self.config.target(self.request.plan.environment),
+            current=current,
+            known_digest=self.ledger.read(lambda s: s.digests.get(image)) if known_digest else None,
+            digest_known=known_digest,
+            env_names=tuple(sorted(self.request.env)),
+            deployment_id=self.id,
+        )
 
     def step(self, name: str, build: Callable[[], list[steps.Action]]) -> None:
         """Build the step's actions from what Docker shows now, announce them in the audit log, perform them,
@@ -77,12 +92,10 @@ class Deployment:
         try:
             actions = build()
         except StepFailed as e:  # what Docker shows could not be read: the step fails before any action
-            self.ledger.append("step_started", deployment_id=self.id, actor=self.actor, step=name, actions=[])
-            self.ledger.append("step_failed", deployment_id=self.id, actor=self.actor, step=name, message=e.message)
+            self.record("step_started", step=name, actions=[])
+            self.record("step_failed", step=name, message=e.message)
             raise
-        self.ledger.append(
-            "step_started", deployment_id=self.id, actor=self.actor, step=name, actions=[a.description for a in actions]
-        )
+        self.record("step_started", step=name, actions=[a.description for a in actions])
         log("step started", deployment_id=self.id, step=name, actions=[a.description for a in actions])
         clock = Stopwatch()
         learned: dict[str, Any] = {}
@@ -91,76 +104,78 @@ class Deployment:
                 learned.update(self.executor.perform(action))
                 self.container_id = learned.get("container_id", self.container_id)
         except ActionFailed as e:
-            self.ledger.append("step_failed", deployment_id=self.id, actor=self.actor, step=name, message=str(e))
-            log("step failed", deployment_id=self.id, step=name, reason=str(e), duration_ms=clock.ms())
-            raise StepFailed(name, str(e)) from e
+            reason = self.foreign(str(e))
+            self.record("step_failed", step=name, message=reason)
+            log("step failed", deployment_id=self.id, step=name, reason=reason, duration_ms=clock.ms())
+            raise StepFailed(name, reason) from e
         message = "; ".join(a.done for a in actions) + (f" ({learned['digest']})" if "digest" in learned else "")
-        self.ledger.append(
-            "step_succeeded", deployment_id=self.id, actor=self.actor, step=name, message=message, **learned
-        )
+        self.record("step_succeeded", step=name, message=message, **learned)
         log("step succeeded", deployment_id=self.id, step=name, duration_ms=clock.ms(), **learned)
+
+    def foreign(self, text: str) -> str:
+        """Text that may quote the container (a healthcheck's output, an exit message): masked, then bounded."""
+        return clip_line(self.masker.mask(text), MESSAGE_BYTES)
+
+    def record(self, event: str, **fields: Any) -> None:
+        """One audit record of this deployment, written (fsynced) before what it announces."""
+        self.ledger.append(event, deployment_id=self.id, actor=self.actor, **fields)
 
     def fail(self, failure: StepFailed) -> None:
         """Stop the new container (kept for inspection) so the runtime is not left running, then record why."""
         if self.container_id is not None:
-            grace = self.request.plan.step("stop_remove")["stop_timeout"]
-            self.ledger.append(
-                "cleanup_started",
-                deployment_id=self.id,
-                actor=self.actor,
-                container_id=self.container_id,
-                message="stop the new container and keep it for inspection",
-            )
+            grace = self.request.plan.stop_remove.stop_timeout
+            message = "stop the new container and keep it for inspection"
+            self.record("cleanup_started", container_id=self.container_id, message=message)
             try:
                 self.executor.stop_for_inspection(self.container_id, timeout=grace)
                 outcome = "stopped; kept for inspection with restart policy 'no'"
             except ActionFailed as e:
-                outcome = str(e)
-            self.ledger.append(
-                "cleanup_finished",
-                deployment_id=self.id,
-                actor=self.actor,
-                container_id=self.container_id,
-                message=outcome,
-            )
+                outcome = self.foreign(str(e))
+            self.record("cleanup_finished", container_id=self.container_id, message=outcome)
         self.finish("failed", error={"step": failure.step, "message": failure.message})
 
     def finish(self, state: str, *, error: dict[str, str] | None) -> None:
         logs = self.container_logs()
-        self.ledger.append(
-            "deployment_finished", deployment_id=self.id, actor=self.actor, state=state, error=error, logs=logs
-        )
+        self.record("deployment_finished", state=state, error=error, logs=logs)
+        plan = self.request.plan
         log(
             f"deployment {state}",
             deployment_id=self.id,
-            environment=self.request.environment.name,
-            image=self.request.plan.image,
+            environment=plan.environment,
+            image=plan.image,
             error=error,
             container_logs=logs,
         )
 
-    def known_digest(self) -> str | None:
-        image = self.request.plan.image
-        return self.ledger.read(lambda s: s.digests.get(image))
-
     def observe(self) -> Observed:
+        container = self.request.environment.container
         try:
-            with connect(timeout=30) as client:
-                return observe(client, self.request.environment.container)
+            with self.docker.connect(timeout=30) as client:
+                return observe(client, container)
         except DOCKER_ERRORS as e:
-            raise StepFailed("stop_remove", f"Docker: cannot inspect {self.request.environment.container}: {e}") from e
+            raise StepFailed("stop_remove", f"Docker: cannot inspect {container}: {e}") from e
 
     def container_logs(self) -> list[str]:
+        """The new container's last lines, masked (a runtime may print its own configuration) and bounded."""
         if self.container_id is None:
             return []
         try:
-            with connect(timeout=30) as client:
-                lines = last_log_lines(client, self.container_id, lines=LOG_LINES)
+            with self.docker.connect(timeout=30) as client:
+                tail = read_logs(
+                    client,
+                    self.container_id,
+                    tail=LOG_LINES,
+                    masker=self.masker,
+                    line_limit=LOG_LINE_BYTES,
+                    total_limit=LOG_TAIL_BYTES,
+                )
         except DOCKER_ERRORS as e:
-            return [f"(the container's logs could not be read: {e})"]
-        # A runtime may print its own configuration: its secret values never reach the log, audit or API.
-        secrets = self.request.secret_values()
-        return [redact(line, secrets) for line in lines]
+            return [self.foreign(f"(the container's logs could not be read: {e})")]
+        lines = [line.text for line in tail.lines]
+        if tail.truncated:
+            note = f"[cut: the tail keeps lines to {LOG_LINE_BYTES} bytes and {LOG_TAIL_BYTES // 1024} KiB in all]"
+            lines.insert(0, note)
+        return lines
 
 
 def run_in_background(deployment: Deployment, lock: DeployLock) -> None:

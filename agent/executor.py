@@ -8,9 +8,9 @@ from typing import Any
 
 import docker
 
-from agent.dockerio import DOCKER_ERRORS, image_digest
-from agent.steps import Action
-from runner.secrets import Secret, reveal
+from agent.dockerio import DOCKER_ERRORS, PullStream, PullTimedOut, image_digest
+from runner.core.secrets import Secret, reveal
+from runner.core.steps import Action
 
 POLL_SECONDS = 0.1
 
@@ -47,21 +47,24 @@ class Executor:
         return {}
 
     def _pull(self, *, repository: str, tag: str, timeout: int, known_digest: str | None) -> dict[str, Any]:
-        # The socket timeout bounds a stalled stream; the deadline bounds a slow one.
-        deadline = time.monotonic() + timeout
         stream_digest: str | None = None
+        auth = {k: reveal(v) for k, v in self._registry_auth.items()} if self._registry_auth else None
         with self._connect(timeout=timeout) as client:
-            auth = {k: reveal(v) for k, v in self._registry_auth.items()} if self._registry_auth else None
-            # The streaming API, because the SDK's images.pull() drops the errors reported in the stream.
-            for record in client.pull(repository, tag=tag, stream=True, decode=True, auth_config=auth):
-                if "error" in record or "errorDetail" in record:
-                    detail = record.get("errorDetail", {}).get("message") or record.get("error")
-                    raise ActionFailed(f"pull of {repository}:{tag} failed: {detail}")
-                if str(record.get("status", "")).startswith("Digest: "):
-                    # The registry's word for what this tag names now (an image may carry several RepoDigests).
-                    stream_digest = record["status"].removeprefix("Digest: ").strip()
-                if time.monotonic() > deadline:
-                    raise ActionFailed(f"pull of {repository}:{tag} took longer than its timeout of {timeout} s")
+            try:
+                # The engine's streaming pull, bounded from outside: the SDK's own pull waits without a timeout.
+                with PullStream(client, repository, tag, auth=auth, deadline=time.monotonic() + timeout) as records:
+                    for record in records:
+                        if "error" in record or "errorDetail" in record:
+                            detail = record.get("errorDetail", {}).get("message") or record.get("error")
+                            raise ActionFailed(f"pull of {repository}:{tag} failed: {detail}")
+                        if str(record.get("status", "")).startswith("Digest: "):
+                            # The registry's word for what this tag names now (an image may carry several).
+                            stream_digest = record["status"].removeprefix("Digest: ").strip()
+            except PullTimedOut:
+                raise ActionFailed(
+                    f"pull of {repository}:{tag} did not finish within its timeout of {timeout} s; the connection "
+                    "to Docker was closed, which stops the pull"
+                ) from None
             digest = stream_digest or image_digest(client, f"{repository}:{tag}", repository=repository)
         if digest is None:
             raise ActionFailed(f"pulled {repository}:{tag} but Docker reports no registry digest for it")
@@ -89,12 +92,15 @@ class Executor:
         image: str,
         binds: list[str],
         restart_policy: str,
+        log_config: dict[str, Any] | None,
         labels: dict[str, str],
         env_names: list[str],
     ) -> dict[str, Any]:
         environment = {n: reveal(self._env[n]) for n in env_names}
         with self._connect(timeout=60) as client:
-            host_config = client.create_host_config(binds=binds, restart_policy={"Name": restart_policy})
+            host_config = client.create_host_config(
+                binds=binds, restart_policy={"Name": restart_policy}, log_config=log_config
+            )
             created = client.create_container(
                 image, name=name, environment=environment, labels=labels, host_config=host_config, detach=True
             )
@@ -149,7 +155,8 @@ class Executor:
 
 def _last_health_output(state: dict[str, Any]) -> str:
     log = (state.get("Health") or {}).get("Log") or []
-    return str(log[-1].get("Output", "")).strip() or "no output" if log else "no check output"
+    output = str(log[-1].get("Output", "")).strip() if log else ""
+    return " | ".join(output.splitlines()) if output else "no check output"
 
 
 def _explain(error: BaseException) -> str:

@@ -6,15 +6,20 @@ import bisect
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from agent.audit import AuditError, AuditLog, ChainBroken, ChainVerifier
+from agent.auditlog import AuditError, AuditLog
 from agent.logs import log
 from agent.state import State, fold
+from runner.core.chain import ChainBroken, ChainVerifier, Head
 
 T = TypeVar("T")
 INDEX_EVERY = 1000
+# How often a waiting reader looks for records appended by another worker process (appends in this process
+# wake it at once).
+WAIT_POLL = 0.02
 
 
 class Ledger:
@@ -27,6 +32,7 @@ class Ledger:
         self._verifier = ChainVerifier(name=audit.path.name)
         self._broken: str | None = None
         self._lock = threading.Lock()
+        self._appended = threading.Condition()
         # A sparse index for /v1/audit: (first seq, byte offset) of a batch, one every INDEX_EVERY records or so.
         self._index: list[tuple[int, int]] = [(1, 0)]
 
@@ -39,6 +45,43 @@ class Ledger:
         with self._lock:
             self._catch_up()
             return view(self._state)
+
+    def wait(self, view: Callable[[State], T], done: Callable[[T], bool], *, timeout: float) -> T:
+        """`view` of the state as soon as `done` holds for it (a deployment moved on), or when `timeout` ends.
+
+        The audit log is the shared truth: a record appended by another worker is seen within WAIT_POLL.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.read(view)
+            left = deadline - time.monotonic()
+            if done(found) or left <= 0:
+                return found
+            with self._appended:
+                self._appended.wait(min(WAIT_POLL, left))
+
+    def repair(self) -> None:
+        """At startup: set aside a torn last line (a crash mid-append), and say so in the log it was cut from."""
+        try:
+            torn = self.audit.repair_torn_tail()
+        except AuditError as e:
+            log("torn tail of the audit log not repaired", level=logging.ERROR, reason=str(e))
+            return
+        if torn is not None:
+            kept, size = torn
+            message = "a crash cut the last record short: its action never began; the bytes are kept beside the log"
+            log("audit log torn tail set aside", level=logging.WARNING, file=str(kept), bytes=size)
+            try:
+                self.append(
+                    "torn_tail_discarded",
+                    deployment_id=None,
+                    actor="deploy-agent",
+                    file=kept.name,
+                    bytes=size,
+                    message=message,
+                )
+            except AuditError as e:
+                log("torn tail not recorded", level=logging.ERROR, reason=str(e))
 
     def _catch_up(self) -> None:
         if self._broken is not None:
@@ -79,10 +122,17 @@ class Ledger:
     def verify_all(self) -> None:
         """Check the whole chain on disk, old records included (an in-place edit changes no size); marks it broken."""
         try:
-            self.audit.verify()
+            verified = self.audit.verify()
         except ChainBroken as e:
             with self._lock:
                 self._broken = str(e)
+            return
+        if verified.torn_bytes:
+            self.repair()  # another worker died mid-append since this one started: repaired as at startup
+
+    def head(self) -> Head | None:
+        """The newest record's place in the chain, as this worker has read it."""
+        return self.read(lambda s: Head(s.last_seq, s.last_hash) if s.last_seq and s.last_hash else None)
 
     @property
     def broken(self) -> str | None:
@@ -93,4 +143,7 @@ class Ledger:
         """Write one record (fsynced) before the action it announces; raises AuditError when it cannot."""
         if self._broken is not None:
             raise AuditError(f"the audit log is broken: {self._broken}")
-        return self.audit.append(event, deployment_id=deployment_id, actor=actor, **fields)
+        record = self.audit.append(event, deployment_id=deployment_id, actor=actor, **fields)
+        with self._appended:
+            self._appended.notify_all()
+        return record

@@ -22,7 +22,7 @@ class DeployLock:
 
 def create_lock_file(path: Path) -> None:
     """Create the lock file once, at startup, so that taking the lock needs no write (works on a read-only fs)."""
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o640))
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
 
 def try_lock(path: Path) -> DeployLock | None:

@@ -9,6 +9,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from runner.core.text import unicode_safe
+
 LOGGER = "deploy_agent"
 
 
@@ -27,7 +29,8 @@ class JsonFormatter(logging.Formatter):
         line.update(getattr(record, "fields", {}))
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        # Fields may carry text from a request or a container: the line stays valid UTF-8 whatever they hold.
+        return unicode_safe(json.dumps(line, default=str, ensure_ascii=False))
 
 
 def setup_logging() -> None:

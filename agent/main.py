@@ -6,6 +6,7 @@ import os
 import sys
 from typing import NoReturn
 
+from agent import statedir
 from agent.config import ConfigError, load_config
 
 
@@ -13,6 +14,7 @@ def main() -> NoReturn:
     """Refuse to start with a bad configuration (naming every problem), else exec gunicorn."""
     try:
         config = load_config(os.environ)
+        statedir.prepare(config.state_dir)
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         sys.exit(2)

@@ -1,86 +1,22 @@
 """All agent state, as a pure fold over the audit log's records.
 
-Memory: a deployment in the API shape takes ~3.7 KB, so the ~125k deployments of a million
-records would take ~450 MB. `State.deployments` is therefore a mapping that keeps the `detailed`
-most recently started or changed deployments (1000: the running one and each environment's
-latest, in practice) as API-shaped dicts, and archives older ones losslessly in batches of
-`batch` as `{id: deployment}` JSON, zlib-compressed (~100 bytes each: a batch shares keys,
-names, images and time prefixes). Looking up an archived id decompresses its batch (~0.5 ms)
-and gives exactly what a fold without archiving would hold; a record naming an archived
-deployment brings it back first. A million records replay in ~75 MB. Repeated strings
-(environment, image, tag, actor, container, step names) are interned; records are never copied.
+Repeated strings (environment, image, tag, actor, container, step names) are interned; records are never copied.
+Old deployments are archived by `agent.archive.Deployments`, so a million records replay in ~75 MB.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-import zlib
-from _json import encode_basestring, make_encoder
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
-# JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode minus its per-call setup
-# and cycle check (a deployment is a tree): archiving is a third of the cost of a fold.
-_encode = make_encoder(None, json.JSONEncoder().default, encode_basestring, None, ":", ",", False, False, True)
+from agent.archive import Deployments
+
 _SUMMARY = ("id", "state", "tag", "finished_at")
+# Prune keeps at most 50 digests per environment; nothing older than that is ever asked for.
+KEPT_DIGESTS = 50
 Record = dict[str, Any]
-
-
-class Deployments(Mapping[str, dict[str, Any]]):
-    """Every deployment by id, in the API shape (treat them as read-only); old ones archived."""
-
-    def __init__(self, *, detailed: int = 1000, batch: int = 64) -> None:
-        self.detailed, self.batch = detailed, batch
-        self.recent: dict[str, dict[str, Any]] = {}
-        self._archived: dict[str, int] = {}  # id -> index in _batches
-        self._batches: list[bytes] = []
-
-    def __getitem__(self, deployment_id: str) -> dict[str, Any]:
-        # The archive first: settle() and live() keep an id in one place or the other at every
-        # instant in that order, so a reader in another thread never misses it mid-fold.
-        index = self._archived.get(deployment_id)
-        if index is None:
-            return self.recent[deployment_id]
-        found: dict[str, Any] = json.loads(zlib.decompress(self._batches[index]))[deployment_id]
-        return found
-
-    def __contains__(self, deployment_id: object) -> bool:
-        return deployment_id in self.recent or deployment_id in self._archived
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._archived
-        yield from self.recent
-
-    def __len__(self) -> int:
-        return len(self._archived) + len(self.recent)
-
-    def live(self, deployment_id: str) -> dict[str, Any] | None:
-        """The deployment as the dict a fold changes, brought back from the archive if need be."""
-        found = self.recent.get(deployment_id)
-        if found is None and deployment_id in self._archived:
-            # Its copy in the batch goes stale: the index no longer points to it.
-            found = self.recent[deployment_id] = self[deployment_id]
-            del self._archived[deployment_id]
-        return found
-
-    def add(self, deployment: dict[str, Any]) -> None:
-        """Hold a new deployment; archive the oldest ones once there are enough of them."""
-        self.recent[deployment["id"]] = deployment
-        self.settle()
-
-    def settle(self) -> None:
-        """Archive the oldest batch if recent ones exceed `detailed` by a whole batch."""
-        if len(self.recent) < self.detailed + self.batch:
-            return
-        ids = list(islice(self.recent, self.batch))
-        packed = "".join(_encode({i: self.recent[i] for i in ids}, 0)).encode("utf-8")
-        self._batches.append(zlib.compress(packed, 1))  # level 1: nearly all of the gain
-        self._archived.update(dict.fromkeys(ids, len(self._batches) - 1))
-        for i in ids:
-            del self.recent[i]
 
 
 @dataclass(kw_only=True)
@@ -88,10 +24,18 @@ class State:
     """Everything the agent knows, rebuilt from the audit log alone."""
 
     deployments: Deployments = field(default_factory=Deployments)
+    started: list[str] = field(default_factory=list)  # deployment ids, oldest first
     last_by_env: dict[str, str] = field(default_factory=dict)
-    digests: dict[str, str] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)  # image -> the digest it first had
     running: str | None = None
     last_seq: int = 0
+    last_hash: str | None = None
+    # For metrics and prune: finished deployments by (environment, state), the newest finished one per
+    # environment, and each environment's distinct successful digests, oldest first.
+    finished: dict[tuple[str, str], int] = field(default_factory=dict)
+    last_finished_at: dict[tuple[str, str], str] = field(default_factory=dict)
+    last_finished_by_env: dict[str, str] = field(default_factory=dict)
+    succeeded_digests: dict[str, list[str]] = field(default_factory=dict)
 
     def deployment(self, deployment_id: str) -> dict[str, Any] | None:
         """`GET /v1/deployments/<id>`: one deployment, recent or archived, or None."""
@@ -101,6 +45,17 @@ class State:
         """The `last_deployment` entry of `/v1/status`."""
         found = None if deployment_id is None else self.deployment(deployment_id)
         return None if found is None else {key: found[key] for key in _SUMMARY}
+
+    def history(self, environment: str | None, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` deployments (of one environment, or all), newest first."""
+        found: list[dict[str, Any]] = []
+        for deployment_id in reversed(self.started):
+            deployment = self.deployments[deployment_id]
+            if environment is None or deployment["environment"] == environment:
+                found.append(deployment)
+                if len(found) == limit:
+                    break
+        return found
 
 
 def _shared(value: Any) -> Any:
@@ -120,7 +75,7 @@ def fold(state: State, record: Record) -> None:
     """Apply one audit record to `state`; unknown events and unknown ids change nothing."""
     seq = record.get("seq")
     if type(seq) is int:
-        state.last_seq = seq
+        state.last_seq, state.last_hash = seq, record.get("hash")
     event, deployment_id = record.get("event"), record.get("deployment_id")
     if type(event) is not str or type(deployment_id) is not str:
         return
@@ -131,6 +86,7 @@ def fold(state: State, record: Record) -> None:
         # Nothing changes a deployment after its final record but a late cleanup note.
         if found is not None and (found["state"] == "running" or handler is _cleanup):
             handler(state, found, record)
+            found["audit_head"] = {"seq": seq, "hash": record.get("hash")}
             state.deployments.settle()
 
 
@@ -158,15 +114,20 @@ def _started(state: State, deployment_id: str, record: Record) -> None:
             "tag": _shared(record.get("tag")),
             "digest": None,
             "actor": _shared(record.get("actor")),
+            "origin": record.get("origin"),
             "state": "running",
             "created_at": record.get("time"),
             "finished_at": None,
             "container": _shared(record.get("container")),
+            "env_names": record.get("env_names") or [],
+            "public_env": record.get("public_env") or [],
             "steps": steps,
             "error": None,
             "logs": [],
+            "audit_head": {"seq": record.get("seq"), "hash": record.get("hash")},
         }
     )
+    state.started.append(deployment_id)
     if type(environment) is str:
         state.last_by_env[environment] = deployment_id
     state.running = deployment_id
@@ -218,8 +179,7 @@ def _finished(state: State, deployment: dict[str, Any], record: Record) -> None:
     deployment["finished_at"] = record.get("time")
     deployment["error"] = record.get("error")
     deployment["logs"] = record.get("logs") or []
-    if state.running == deployment["id"]:
-        state.running = None
+    _ended(state, deployment)
 
 
 def _interrupted(state: State, deployment: dict[str, Any], record: Record) -> None:
@@ -235,8 +195,28 @@ def _interrupted(state: State, deployment: dict[str, Any], record: Record) -> No
             step["state"] = "skipped"
     deployment["state"], deployment["finished_at"] = "interrupted", time
     deployment["error"] = {"step": culprit, "message": message}
+    _ended(state, deployment)
+
+
+def _ended(state: State, deployment: dict[str, Any]) -> None:
+    """What every final record changes beyond the deployment: the counts, the newest, the digests kept."""
     if state.running == deployment["id"]:
         state.running = None
+    environment, outcome = deployment["environment"], deployment["state"]
+    if type(environment) is not str or type(outcome) is not str:
+        return
+    key = (environment, outcome)
+    state.finished[key] = state.finished.get(key, 0) + 1
+    if type(deployment["finished_at"]) is str:
+        state.last_finished_at[key] = deployment["finished_at"]
+    state.last_finished_by_env[environment] = deployment["id"]
+    digest = deployment["digest"]
+    if outcome == "succeeded" and type(digest) is str:
+        kept = state.succeeded_digests.setdefault(environment, [])
+        if digest in kept:
+            kept.remove(digest)
+        kept.append(digest)
+        del kept[:-KEPT_DIGESTS]
 
 
 _ON_DEPLOYMENT: dict[str, Callable[[State, dict[str, Any], Record], None]] = {

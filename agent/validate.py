@@ -1,4 +1,4 @@
-"""What a deploy request must pass before anything is touched: the plan module's checks, then the server's rules."""
+"""What a deploy request must pass before anything is touched: the plan's checks, then the server's rules."""
 
 from __future__ import annotations
 
@@ -6,18 +6,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config import Config, Environment
-from runner.envschema import NAME_PATTERN as ENV_NAME
-from runner.plan import Plan, check_plan
-from runner.render import TAG_PATTERN
-from runner.schema import schema_errors, validator
-from runner.secrets import Secret, reveal
+from runner.core.envschema import NAME_PATTERN as ENV_NAME
+from runner.core.plan import Plan, check_plan
+from runner.core.render import TAG_PATTERN
+from runner.core.schema import schema_errors, validator
+from runner.core.secrets import Masker, Secret
+from runner.core.text import quoted, shorten
 
 # The limits of env are the request schema's, so the schema and these messages never disagree.
-_ENV_SCHEMA: Any = validator("deploy-request.schema.json").schema["properties"]["env"]  # type: ignore[index]
-# Masking a one- or two-character value would mangle every log line, and hides nothing.
-MIN_MASKED = 3
+_REQUEST_SCHEMA: Any = validator("deploy-request.schema.json").schema
+_ENV_SCHEMA = _REQUEST_SCHEMA["properties"]["env"]
 MAX_VALUE = _ENV_SCHEMA["additionalProperties"]["maxLength"]
 MAX_VARIABLES = _ENV_SCHEMA["maxProperties"]
+# A finding names a field the caller sent; its path is cut to this length (a key may be 256 KiB long).
+MAX_PATH = 120
 
 
 @dataclass(frozen=True)
@@ -39,15 +41,12 @@ class DeployRequest:
     environment: Environment
     env: dict[str, str | Secret]
     public: frozenset[str]
+    origin: dict[str, str] | None
     dry_run: bool
 
-    def secret_values(self) -> list[str]:
-        """The values to mask in text from the runtime: all but the public ones (too short ones say nothing)."""
-        return [
-            value
-            for name, value in ((n, reveal(v)) for n, v in self.env.items())
-            if name not in self.public and len(value) >= MIN_MASKED
-        ]
+    def masker(self) -> Masker:
+        """Masks every value but the public ones in text from the runtime (too short ones say nothing)."""
+        return Masker(value for name, value in self.env.items() if name not in self.public)
 
 
 def check_request(body: Any, config: Config) -> tuple[DeployRequest | None, list[Finding]]:
@@ -64,7 +63,9 @@ def check_request(body: Any, config: Config) -> tuple[DeployRequest | None, list
         findings += _env_findings(body["env"])
     if "plan" in body:
         # Plan findings use paths inside the plan document ($.steps[1].action), as the CLI reports them.
-        plan_findings = [Finding(p.json_path(), p.message) for p in check_plan(body["plan"], source="plan")]
+        plan_findings = [
+            Finding(shorten(p.json_path(), MAX_PATH), p.message) for p in check_plan(body["plan"], source="plan")
+        ]
         findings += plan_findings
         if not plan_findings:  # the server's rules need a valid plan; they run whatever else is wrong
             findings += _server_rules(Plan(source="request", data=body["plan"]), body, config)
@@ -77,6 +78,7 @@ def check_request(body: Any, config: Config) -> tuple[DeployRequest | None, list
         environment=config.environments[plan.environment],
         env=env,
         public=frozenset(body.get("public_env", ())),
+        origin=body.get("origin"),
         dry_run=bool(body.get("dry_run")),
     ), []
 
@@ -97,7 +99,7 @@ def _server_rules(plan: Plan, body: dict[str, Any], config: Config) -> list[Find
             Finding("$.environment", f"this agent does not serve {plan.environment!r} (it serves {served})")
         )
     if plan.environment == "prod" and body.get("confirm") != f"prod:{plan.tag}":
-        given = "missing" if "confirm" not in body else f"{body['confirm']!r}"
+        given = "missing" if "confirm" not in body else quoted(str(body["confirm"]))
         findings.append(Finding("$.confirm", f"a prod deploy needs confirm equal to 'prod:{plan.tag}' ({given})"))
     return findings
 
@@ -107,18 +109,19 @@ def _env_findings(env: Any) -> list[Finding]:
         return [Finding("$.env", f'must be an object of NAME: "value" strings, found {type(env).__name__}')]
     findings = []
     for name, value in env.items():
+        path = shorten(f"$.env.{name}", MAX_PATH)
         if not ENV_NAME.fullmatch(name):
-            findings.append(Finding(f"$.env.{name}", "not a valid variable name: use ^[A-Z][A-Z0-9_]*$"))
+            findings.append(Finding(path, "not a valid variable name: use ^[A-Z][A-Z0-9_]*$"))
         if not isinstance(value, str):
-            findings.append(Finding(f"$.env.{name}", f"the value must be a string, found {type(value).__name__}"))
+            findings.append(Finding(path, f"the value must be a string, found {type(value).__name__}"))
         elif "\x00" in value:
-            findings.append(Finding(f"$.env.{name}", "the value contains a NUL character, no process can receive it"))
+            findings.append(Finding(path, "the value contains a NUL character, no process can receive it"))
         elif len(value) > MAX_VALUE:
-            findings.append(Finding(f"$.env.{name}", f"the value is longer than {MAX_VALUE} characters"))
+            findings.append(Finding(path, f"the value is longer than {MAX_VALUE} characters"))
     if len(env) > MAX_VARIABLES:
         findings.append(Finding("$.env", f"{len(env)} variables; at most {MAX_VARIABLES}"))
     return findings
 
 
 def _json_path(parts: tuple[str | int, ...]) -> str:
-    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+    return shorten("$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts), MAX_PATH)

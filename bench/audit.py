@@ -1,7 +1,7 @@
 """Benchmark: replaying the audit log, as the agent does at startup, for 10k, 100k and 1M records; and the agent's
 startup with 100k records.
 
-The logs are generated with a valid hash chain by the agent's own `agent.audit.canonical` and SHA-256, as
+The logs are generated with a valid hash chain by the agent's own `runner.core.chain.canonical` and SHA-256, as
 `AuditLog.append` writes them, minus the fsync: realistic deployments of 10 records each (deployment_started,
 step_started and step_succeeded for each of the four steps, deployment_finished with the container's log lines).
 Replay is `agent.ledger.Ledger.refresh()` over the whole file (verify the chain and fold every record), each run
@@ -86,7 +86,7 @@ def deployment(n: int) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def records(count: int) -> Iterator[bytes]:
     """`count` lines of a valid chain, exactly as AuditLog.append writes them."""
-    from agent.audit import GENESIS, canonical  # once harness has put this checkout first on sys.path
+    from runner.core.chain import GENESIS, canonical  # once harness has put this checkout first on sys.path
 
     clock, prev, seq, n = datetime(2025, 1, 1, tzinfo=UTC), GENESIS, 0, 0
     while True:
@@ -121,7 +121,7 @@ def generate(root: Path) -> dict[int, Path]:
 
 def child_replay(path: Path) -> dict[str, float]:
     """In the child: what the agent does at startup, timed, with the peak RSS."""
-    from agent.audit import AuditLog  # imported before the clock starts, as the agent has them at startup
+    from agent.auditlog import AuditLog  # imported before the clock starts, as the agent has them at startup
     from agent.ledger import Ledger
 
     start = time.perf_counter()

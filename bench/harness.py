@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 # tools/ is not a package (the tests put it on sys.path the same way); the checkout before any installed copy.
 sys.path[:0] = [str(REPO / "tools"), str(REPO)]
 import lab  # noqa: E402
-from runner.plan import load_plan  # noqa: E402
+from runner.core.plan import load_plan  # noqa: E402
 
 RUNS = 5
 PREFIX = "deployplan-bench"
@@ -272,6 +272,7 @@ class Lab:
             "DEPLOY_AGENT_VOLUMES_DEV": f"{data}:/var/lib/runtime:rw",
             "DEPLOY_AGENT_VOLUMES_PROD": "none",
             "DEPLOY_AGENT_RESTART_POLICY": "unless-stopped",
+            "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=10m,max-file=3",
             "DEPLOY_AGENT_AUTH": "token",
             "DEPLOY_AGENT_TOKEN": self.token,
         }

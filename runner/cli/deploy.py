@@ -1,0 +1,139 @@
+"""`deployplan dry-run` and `deployplan apply`: the variables of ENV_SCHEMA.md, the agent's answer, the outcome."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from runner.cli.client import agent_url, connect
+from runner.cli.console import Console
+from runner.cli.errors import AgentRefused, AgentUnreachable, DeployFailed, Exit, UsageError
+from runner.cli.follow import Printer, deadline_seconds, follow, request_body, send, verify_status
+from runner.cli.github import append_summary, command, mask_lines, summary_markdown
+from runner.cli.local import load
+from runner.cli.report import dry_run_report
+from runner.core.envschema import EnvSchema, load_env_schema
+from runner.core.errors import InvalidInput
+from runner.core.facts import Facts
+from runner.core.plan import Plan
+from runner.core.problems import Problem
+from runner.core.secrets import Masker, Secret, reveal
+from runner.core.shapes import DeploymentDict
+from runner.core.steps import describe
+from runner.core.text import printable
+
+
+def _variables(args: argparse.Namespace, console: Console) -> tuple[EnvSchema, dict[str, str | Secret], list[str]]:
+    """The listed variables from this process's environment and the required ones missing.
+
+    In GitHub Actions every secret value is masked first, before anything else can print it.
+    """
+    schema = load_env_schema(args.env_schema)
+    values, missing = schema.read(console.environ)
+    if console.github:
+        for line in mask_lines(reveal(v) for v in values.values() if isinstance(v, Secret)):
+            console.print(line)
+    return schema, values, missing
+
+
+def _require(schema: EnvSchema, missing: list[str]) -> None:
+    if missing:
+        message = (
+            f"required variables not set in the environment: {', '.join(missing)} (listed in {schema.path}); "
+            "nothing was sent"
+        )
+        raise InvalidInput([Problem("environment", 0, 0, "", message)])
+
+
+def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
+    schema, values, missing = _variables(args, console)
+    plan = load(args, console)
+    if not agent_url(args.agent, console.environ):
+        console.print(f"plan {plan.name} ({plan.source}) for {plan.environment}: {plan.image}")
+        console.print("would ask the agent to run, in this order:")
+        facts = Facts(env_names=tuple(sorted(values)))
+        for number, (action, description) in enumerate(describe(plan, facts), start=1):
+            console.print(f"  {number}. {action:<12} {description}")
+        console.print(f"with the runtime variables of {schema.path}:")
+        for var in schema.variables:
+            unset = "MISSING" if var.required else "(not set, optional)"
+            console.print(f"  {var.name}={values.get(var.name, unset)}")
+        _require(schema, missing)
+    else:
+        _require(schema, missing)
+        body = request_body(plan, values, dry_run=True)
+        if plan.environment == "prod":
+            # The agent refuses prod without it, dry runs included; a dry run is the question "would it deploy?".
+            body["confirm"] = f"prod:{plan.tag}"
+        for line in dry_run_report(connect(args.agent, console.environ).post("/v1/deploy", body), values=values):
+            console.print(line)
+    console.print("nothing was touched (dry run)")
+    return Exit.OK
+
+
+def cmd_apply(args: argparse.Namespace, console: Console) -> int:
+    schema, values, missing = _variables(args, console)
+    plan = load(args, console)
+    client = connect(args.agent, console.environ)
+    _require(schema, missing)
+    if plan.environment == "prod" and args.confirm != f"prod:{plan.tag}":
+        raise UsageError(
+            f"a prod deploy needs --confirm prod:{plan.tag} (given: {args.confirm or 'nothing'}); nothing was sent"
+        )
+    masker = Masker(v for v in values.values() if isinstance(v, Secret))
+    printer = Printer(out=console.out, github=console.github, masker=masker, live=console.out.isatty())
+    console.print(f"deploying {plan.image} to {plan.environment} through {client.url}")
+    deployment_id = send(client, plan, env=values, confirm=args.confirm)
+    console.print(f"deployment {deployment_id} accepted")
+    try:
+        deployment = follow(
+            client,
+            deployment_id,
+            printer=printer,
+            deadline=time.monotonic() + deadline_seconds(plan),
+            on_lost=lambda reason: console.error(f"lost contact with the agent ({reason}); still following"),
+        )
+    except KeyboardInterrupt:
+        console.error(
+            f"stopped following; deployment {deployment_id} goes on at the agent. Follow it with\n"
+            f"  deployplan status --agent {client.url} --env {plan.environment}"
+        )
+        raise
+    problem = None
+    if deployment.get("state") == "succeeded":
+        try:
+            problem = verify_status(client, plan, deployment)
+        except (AgentUnreachable, AgentRefused) as e:
+            # The deploy ran: exit 3 would say nothing happened. It is a deploy that could not be verified.
+            problem = f"/v1/status could not be read to verify it: {e}"
+    logs = [printable(masker.mask(line)) for line in deployment.get("logs", [])]
+    return _outcome(console, plan, deployment, problem=problem, logs=logs, masker=masker)
+
+
+def _outcome(
+    console: Console, plan: Plan, deployment: DeploymentDict, *, problem: str | None, logs: list[str], masker: Masker
+) -> int:
+    """Report how the deploy ended (and write the job summary); a failure raises DeployFailed."""
+    succeeded = deployment.get("state") == "succeeded"
+    if console.github:
+        verified = "yes" if succeeded and problem is None else "no"
+        summary = summary_markdown(deployment, verified=verified, logs=logs)
+        append_summary(console.environ.get("GITHUB_STEP_SUMMARY"), masker.mask(summary))
+    if not succeeded:
+        error: dict[str, Any] = dict(deployment.get("error") or {})
+        if logs:
+            console.print(f"the container's last {len(logs)} log lines:")
+            for line in logs:
+                console.print(f"  | {line}")
+        state, step = deployment.get("state"), error.get("step")
+        problem = f"{plan.environment} {plan.tag}: {state} in step {step}: {error.get('message')}"
+    elif problem is not None:
+        problem = f"the deploy finished but {problem}"
+    if problem is not None:
+        problem = printable(masker.mask(problem))
+        if console.github:
+            console.print(command("error", problem))
+        raise DeployFailed(problem)
+    console.print(f"deployed and verified: {plan.environment} runs {plan.image} ({deployment.get('digest')})")
+    return Exit.OK

@@ -1,0 +1,149 @@
+"""`deployplan apply`: send the deploy once, follow it step by step, then verify it through /v1/status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from runner.cli.client import AgentClient, NotDelivered
+from runner.cli.errors import AgentRefused, AgentUnreachable, DeployFailed
+from runner.cli.github import command
+from runner.core.plan import Plan
+from runner.core.secrets import Masker, Secret, reveal
+from runner.core.shapes import DeploymentDict
+from runner.core.text import printable
+from runner.core.times import duration
+
+# Quick polls while a deploy is young (most finish in a second or two), then gentler ones.
+POLL_FAST, POLL_SLOW, FAST_FOR = 0.05, 0.25, 5.0
+# Beyond the plan's own timeouts: the start step, the agent's bookkeeping and the network.
+DEADLINE_MARGIN = 120
+
+
+def deadline_seconds(plan: Plan) -> int:
+    """How long apply follows a deploy at most, from the plan's own timeouts."""
+    return plan.pull.timeout + plan.stop_remove.stop_timeout + plan.verify.timeout + DEADLINE_MARGIN
+
+
+@dataclass
+class Printer:
+    """Step lines as they happen: plain lines, or one live line on a terminal; GitHub groups in GitHub mode."""
+
+    out: TextIO
+    github: bool
+    masker: Masker
+    live: bool = False
+    _seen: dict[str, str] = field(default_factory=dict)
+
+    def line(self, text: str) -> None:
+        if self.live:
+            self.out.write("\r\033[K")
+        self.out.write(printable(self.masker.mask(text)) + "\n")
+        self.out.flush()
+
+    def steps(self, deployment: DeploymentDict) -> None:
+        """Print what changed since the last look: a step that started, a step that ended."""
+        steps = deployment.get("steps", [])
+        for number, step in enumerate(steps, start=1):
+            state, previous = step.get("state"), self._seen.get(step["action"], "pending")
+            if state == previous:
+                continue
+            self._seen[step["action"]] = state
+            title = f"[{number}/{len(steps)}] {step['action']}: {step['name']}"
+            if state == "skipped":
+                self.line(f"{title}: skipped")
+                continue
+            if previous == "pending":
+                if self.github:
+                    self.line(command("group", title))
+                self.line(f"{title} ...")
+            if state in ("succeeded", "failed"):
+                message = f" ({step['message']})" if step.get("message") else ""
+                self.line(f"{title}: {state} in {duration(step)}{message}")
+                if self.github:
+                    self.line("::endgroup::")
+        running = next((s for s in steps if s.get("state") == "running"), None)
+        if self.live and running is not None:
+            self.out.write(f"\r\033[K  {running['action']} running ...")
+            self.out.flush()
+
+
+def request_body(plan: Plan, env: dict[str, str | Secret], *, dry_run: bool) -> dict[str, Any]:
+    """The deploy request: the rendered plan, the variables, and which of them are not secret."""
+    return {
+        "plan": plan.data,
+        "env": {k: reveal(v) for k, v in env.items()},
+        "public_env": sorted(k for k, v in env.items() if not isinstance(v, Secret)),
+        "dry_run": dry_run,
+    }
+
+
+def send(client: AgentClient, plan: Plan, *, env: dict[str, str | Secret], confirm: str | None) -> str:
+    """POST the deploy exactly once; returns the deployment id."""
+    body = request_body(plan, env, dry_run=False)
+    if confirm is not None:
+        body["confirm"] = confirm
+    try:
+        accepted = client.post("/v1/deploy", body)
+    except NotDelivered:
+        raise  # it never reached the agent: nothing to warn about
+    except AgentUnreachable as e:
+        raise AgentUnreachable(
+            f"{e}\nthe deploy may or may not have been accepted: check `deployplan status` before trying again"
+        ) from e
+    deployment_id = accepted.get("deployment_id")
+    if not isinstance(deployment_id, str):
+        raise AgentUnreachable("the agent accepted the deploy but sent no deployment_id")
+    return deployment_id
+
+
+def follow(
+    client: AgentClient,
+    deployment_id: str,
+    *,
+    printer: Printer,
+    deadline: float,
+    on_lost: Callable[[str], None],
+) -> DeploymentDict:
+    """Poll the deployment until it ends; a dropped connection is retried (reads only, never the deploy)."""
+    lost = False
+    started = time.monotonic()
+    while True:
+        try:
+            deployment = client.deployment(deployment_id)
+            lost = False
+        except AgentRefused as e:
+            # The deploy was accepted and runs on: this is not a refusal (exit 3) but an outcome we cannot see.
+            raise DeployFailed(
+                f"deployment {deployment_id} was accepted but cannot be followed: {e}\n"
+                "its outcome is unknown here: check `deployplan status` and the agent's log"
+            ) from e
+        except AgentUnreachable as e:
+            if not lost:
+                on_lost(str(e))
+            lost = True
+            deployment = None
+        if deployment is not None:
+            printer.steps(deployment)
+            if deployment.get("state") != "running":
+                return deployment
+        if time.monotonic() > deadline:
+            raise DeployFailed(
+                f"deployment {deployment_id} did not finish within the plan's timeouts; it may still be running at "
+                "the agent: check `deployplan status` and the agent's log"
+            )
+        time.sleep(POLL_FAST if time.monotonic() - started < FAST_FOR else POLL_SLOW)
+
+
+def verify_status(client: AgentClient, plan: Plan, deployment: DeploymentDict) -> str | None:
+    """None when /v1/status shows the environment running exactly the deployed image and digest, else why not."""
+    entry: dict[str, Any] = dict(client.status(plan.environment).get("environments", {}).get(plan.environment) or {})
+    if entry.get("state") != "running":
+        return f"/v1/status shows {plan.environment} {entry.get('state')}, not running"
+    if entry.get("image") != plan.image:
+        return f"/v1/status shows {plan.environment} running {entry.get('image')}, not {plan.image}"
+    if entry.get("digest") != deployment.get("digest"):
+        return f"/v1/status shows digest {entry.get('digest')}, but the deploy pulled {deployment.get('digest')}"
+    return None

@@ -1,0 +1,73 @@
+"""Text the operator reads: the status table and the dry-run's change against what runs now."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from runner.core.secrets import Secret
+
+
+def status_table(status: Mapping[str, Any]) -> list[str]:
+    """What runs where, one row per environment, after one line about the agent."""
+    agent = status.get("agent", {})
+    lines = [
+        f"agent {agent.get('version')}: docker {agent.get('docker')}, audit {agent.get('audit')}, "
+        f"deploy in progress: {agent.get('deploy_in_progress') or 'none'}"
+    ]
+    if agent.get("audit_problem"):
+        lines.append(f"  audit problem: {agent['audit_problem']}")
+    header = ("ENV", "CONTAINER", "STATE", "IMAGE", "DIGEST", "STARTED", "RESTARTS", "LAST DEPLOYMENT")
+    rows = [header]
+    for name, env in (status.get("environments") or {}).items():
+        last = env.get("last_deployment")
+        last_text = (
+            f"{last['id']} {last['state']} {last['tag']} {last.get('finished_at') or ''}".strip() if last else "-"
+        )
+        digest = env.get("digest") or "-"
+        rows.append(
+            (
+                name,
+                env.get("container") or "-",
+                env.get("state") or "-",
+                env.get("image") or "-",
+                digest[:19] + "..." if len(digest) > 22 else digest,
+                env.get("started_at") or "-",
+                str(env.get("restart_count", "-")),
+                last_text,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return lines
+
+
+def dry_run_report(answer: dict[str, Any], *, values: dict[str, str | Secret]) -> list[str]:
+    """The agent's dry-run answer: server-owned settings, variables (secrets masked), actions, and the change."""
+    lines = [
+        f"the agent would deploy {answer.get('image')} to {answer.get('environment')}:",
+        f"  container       {answer.get('container')} (server-owned)",
+        f"  volumes         {', '.join(answer.get('volumes') or []) or 'none'} (server-owned)",
+        f"  restart policy  {answer.get('restart_policy')} (server-owned)",
+        "  variables",
+    ]
+    lines += [f"    {name}={values.get(name, '(not sent)')}" for name in answer.get("env", [])]
+    lines.append("actions, in order:")
+    lines += [f"  {n}. {a['step']:<12} {a['description']}" for n, a in enumerate(answer.get("actions", []), start=1)]
+    lines.append("change against what runs now:")
+    lines += change_lines(answer.get("current") or {}, image=str(answer.get("image")))
+    return lines
+
+
+def change_lines(current: dict[str, Any], *, image: str) -> list[str]:
+    """A small diff: what runs now (-) and what would run (+)."""
+    state = current.get("state")
+    if state in ("absent", None):
+        return [f"- (no container {current.get('container')})", f"+ {current.get('container')} running {image}"]
+    now = f"{current.get('container')} {state} {current.get('image')}"
+    if current.get("digest"):
+        now += f" ({current['digest']})"
+    if current.get("started_at"):
+        now += f" since {current['started_at']}"
+    marker = "  (same image: it would be replaced by a new container)" if current.get("image") == image else ""
+    return [f"- {now}", f"+ {current.get('container')} running {image}{marker}"]

@@ -1,0 +1,20 @@
+"""The root of deployplan's exceptions, and the one the core raises for input that fails validation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runner.core.problems import Problem
+
+
+class DeployplanError(Exception):
+    """Root of every error deployplan raises on purpose."""
+
+
+class InvalidInput(DeployplanError):
+    """A plan, a variable table or an input failed validation; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(p.format() for p in problems))

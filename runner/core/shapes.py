@@ -1,0 +1,98 @@
+"""The shapes of the agent's answers that the CLI reads: one definition for the side that writes and the side
+that reads (see schemas/agent-api.openapi.yaml for the full document)."""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired, TypedDict
+
+DeploymentState = Literal["running", "succeeded", "failed", "interrupted"]
+StepState = Literal["pending", "running", "succeeded", "failed", "skipped"]
+
+
+class AuditHeadDict(TypedDict):
+    seq: int
+    hash: str
+
+
+class OriginDict(TypedDict, total=False):
+    run_url: str
+    actor: str
+    repository: str
+    sha: str
+    ref: str
+    workflow: str
+
+
+class StepDict(TypedDict):
+    action: str
+    name: str
+    state: StepState
+    started_at: str | None
+    finished_at: str | None
+    message: str
+
+
+class ErrorDict(TypedDict):
+    step: str
+    message: str
+
+
+class DeploymentDict(TypedDict):
+    id: str
+    environment: str
+    image: str
+    tag: str
+    digest: str | None
+    actor: str
+    origin: OriginDict | None
+    state: DeploymentState
+    created_at: str
+    finished_at: str | None
+    steps: list[StepDict]
+    error: ErrorDict | None
+    logs: NotRequired[list[str]]
+    audit_head: AuditHeadDict
+
+
+class LastDeploymentDict(TypedDict):
+    id: str
+    state: DeploymentState
+    tag: str
+    finished_at: str | None
+
+
+class EnvironmentStatusDict(TypedDict):
+    container: str
+    state: str
+    image: str | None
+    digest: str | None
+    started_at: str | None
+    restart_count: int
+    last_deployment: LastDeploymentDict | None
+
+
+class AgentStatusDict(TypedDict):
+    version: str
+    docker: Literal["reachable", "unreachable"]
+    audit: Literal["ok", "broken"]
+    audit_problem: NotRequired[str | None]
+    deploy_in_progress: str | None
+
+
+class StatusDict(TypedDict):
+    agent: AgentStatusDict
+    environments: dict[str, EnvironmentStatusDict]
+
+
+class LogLineDict(TypedDict):
+    time: str | None
+    stream: Literal["stdout", "stderr"]
+    text: str
+
+
+class LogsDict(TypedDict):
+    environment: str
+    container: str
+    state: str
+    lines: list[LogLineDict]
+    truncated: bool

@@ -1,0 +1,49 @@
+"""Text from elsewhere made safe to keep and to show: no lone surrogates, no terminal controls, bounded in bytes."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# C0 and C1 controls but tab, and DEL: they move the cursor, clear the screen or retitle the terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+CUT_MARK = " [... cut: {size} bytes in all; lines are kept to {limit} bytes]"
+
+
+def unicode_safe(text: str) -> str:
+    """The text with every lone surrogate written as its escape (`\\ud800`): it can then be encoded as UTF-8."""
+    if not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def shorten(text: str, limit: int = 300) -> str:
+    """Text from a request, fit to keep in a log line or an audit record: valid Unicode, at most `limit` chars."""
+    text = unicode_safe(text)
+    return text if len(text) <= limit else f"{text[: limit - 30]}... ({len(text)} chars in all)"
+
+
+def quoted(text: str, *, limit: int = 200) -> str:
+    """A value from a request, fit for a message, a log line or an audit record: its repr, at most `limit` chars."""
+    shown = repr(unicode_safe(text))
+    return shown if len(shown) <= limit else shown[: limit - 5] + "...'" + f" ({len(text)} chars)"
+
+
+def printable(text: str) -> str:
+    """The text with terminal controls (all but tab) and lone surrogates shown as escapes, never acted on."""
+    text = unicode_safe(text)
+    if not _CONTROL.search(text) and not any(unicodedata.category(c) == "Cf" for c in text if ord(c) > 0x7F):
+        return text
+    out = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    # Format characters (bidi overrides, zero-width) reorder or hide what a person reads.
+    return "".join(f"\\u{ord(c):04x}" if ord(c) > 0x7F and unicodedata.category(c) == "Cf" else c for c in out)
+
+
+def clip_line(line: str, limit: int) -> str:
+    """A line cut to at most `limit` UTF-8 bytes (plus a note saying so)."""
+    data = line.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return line
+    kept = data[:limit].decode("utf-8", "ignore")
+    return kept + CUT_MARK.format(size=len(data), limit=limit)
