@@ -10,6 +10,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import UnsupportedMediaType
 
 from agent.errors import BadRequest
+from agent.prune import check_body as check_prune
 from agent.reads import MAX_WAIT
 from agent.services import Services
 
@@ -38,6 +39,12 @@ def deploy() -> tuple[Response, int]:
     if deploy_request.dry_run:
         return jsonify(services().admission.dry_run(deploy_request)), 200
     return jsonify(services().admission.deploy(deploy_request, actor=g.actor)), 202
+
+
+@v1.post("/prune")
+def prune() -> Response:
+    keep, dry_run = check_prune(json_body())
+    return jsonify(services().pruner.prune(keep=keep, dry_run=dry_run, actor=g.actor))
 
 
 @v1.get("/deployments/<deployment_id>")

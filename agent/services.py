@@ -13,13 +13,14 @@ from agent.config import Config
 from agent.dockerio import Connect, DockerAccess, connect
 from agent.ledger import Ledger
 from agent.logs import log
+from agent.prune import Pruner
 from agent.reads import Reads
 from agent.recovery import reconcile
 
 
 @dataclass(frozen=True)
 class Services:
-    """Everything a view calls: who is calling, the read side, deploy admission."""
+    """Everything a view calls: who is calling, the read side, deploy admission, pruning."""
 
     config: Config
     auth: Authenticator
@@ -27,6 +28,7 @@ class Services:
     docker: DockerAccess
     reads: Reads
     admission: Admission
+    pruner: Pruner
 
     @classmethod
     def open(cls, config: Config, *, docker_connect: Connect = connect) -> Services:
@@ -47,4 +49,5 @@ class Services:
             docker=docker,
             reads=Reads(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
             admission=Admission(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
+            pruner=Pruner(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
         )

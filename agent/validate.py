@@ -18,6 +18,7 @@ _REQUEST_SCHEMA: Any = validator("deploy-request.schema.json").schema
 _ENV_SCHEMA = _REQUEST_SCHEMA["properties"]["env"]
 MAX_VALUE = _ENV_SCHEMA["additionalProperties"]["maxLength"]
 MAX_VARIABLES = _ENV_SCHEMA["maxProperties"]
+MAX_NAME = _ENV_SCHEMA["propertyNames"]["maxLength"]
 # A finding names a field the caller sent; its path is cut to this length (a key may be 256 KiB long).
 MAX_PATH = 120
 
@@ -112,6 +113,8 @@ def _env_findings(env: Any) -> list[Finding]:
         path = shorten(f"$.env.{name}", MAX_PATH)
         if not ENV_NAME.fullmatch(name):
             findings.append(Finding(path, "not a valid variable name: use ^[A-Z][A-Z0-9_]*$"))
+        elif len(name) > MAX_NAME:
+            findings.append(Finding(path, f"the name is longer than {MAX_NAME} characters"))
         if not isinstance(value, str):
             findings.append(Finding(path, f"the value must be a string, found {type(value).__name__}"))
         elif "\x00" in value:

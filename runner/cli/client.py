@@ -1,30 +1,27 @@
-"""The CLI's HTTP client for the Deploy Agent: authentication headers, timeouts, and answers checked for shape."""
+"""The CLI's HTTP client for the Deploy Agent: authentication headers, timeouts, and answers checked for shape.
+
+One kept connection serves a command's reads (a deploy followed through Cloudflare is a POST and a few long
+polls: one TLS handshake, not one per request). Redirects are never followed: Cloudflare Access answers a
+missing or wrong service token with a redirect to its login page, and that is reported, never resent.
+"""
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import socket
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from runner.cli.errors import AgentRefused, AgentUnreachable, UsageError
 from runner.core.secrets import Secret
-from runner.core.shapes import DeploymentDict, StatusDict
+from runner.core.shapes import DeploymentDict, LogsDict, StatusDict
 
 TIMEOUT = 30.0
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]+")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # Cloudflare Access answers a missing or wrong service token with a redirect to its login page:
-    # never follow it (and never resend a body), report it.
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 @dataclass(frozen=True)
@@ -85,40 +82,79 @@ class AgentClient:
         self.url = url.rstrip("/")
         self.credentials = credentials
         self.timeout = timeout
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        parts = urlsplit(self.url)
+        self._secure, self._host, self._base = parts.scheme == "https", parts.netloc, parts.path
+        self._connection: http.client.HTTPConnection | None = None
 
-    def get(self, path: str, **query: str | int | None) -> dict[str, Any]:
+    def get(self, path: str, *, timeout: float | None = None, **query: str | int | None) -> dict[str, Any]:
         given = {k: v for k, v in query.items() if v is not None}
-        return self._call("GET", path + (f"?{urlencode(given)}" if given else ""), None)
-
-    def deployment(self, deployment_id: str) -> DeploymentDict:
-        return cast(DeploymentDict, self.get(f"/v1/deployments/{quote(deployment_id, safe='')}"))
-
-    def status(self, env: str | None = None) -> StatusDict:
-        return cast(StatusDict, self.get("/v1/status", env=env))
+        return self._call("GET", path + (f"?{urlencode(given)}" if given else ""), None, timeout=timeout)
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", path, json.dumps(body).encode("utf-8"))
 
-    def _call(self, method: str, path: str, data: bytes | None) -> dict[str, Any]:
+    def deployment(self, deployment_id: str, *, wait: int = 0, after: int | None = None) -> DeploymentDict:
+        """One deployment; with `wait`, the agent answers when it changes past `after` (or the wait ends)."""
+        path = f"/v1/deployments/{quote(deployment_id, safe='')}"
+        found = self.get(path, timeout=self.timeout + wait, wait=wait or None, after=after)
+        return cast(DeploymentDict, found)
+
+    def status(self, env: str | None = None) -> StatusDict:
+        return cast(StatusDict, self.get("/v1/status", env=env))
+
+    def history(self, env: str | None, limit: int) -> list[DeploymentDict]:
+        return cast(list[DeploymentDict], self.get("/v1/deployments", env=env, limit=limit).get("deployments", []))
+
+    def logs(self, env: str, *, tail: int, since: str | None) -> LogsDict:
+        return cast(LogsDict, self.get(f"/v1/logs/{quote(env, safe='')}", tail=tail, since=since))
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _call(self, method: str, path: str, data: bytes | None, *, timeout: float | None = None) -> dict[str, Any]:
         headers = {"Accept": "application/json", **self.credentials.headers()}
         if data is not None:
             headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
-        try:
-            with self._opener.open(req, timeout=self.timeout) as response:
-                return self._decode(response.status, response.headers.get_content_type(), response.read())
-        except urllib.error.HTTPError as e:
-            with e:
-                if 300 <= e.code < 400:
-                    raise self._redirected(e.code, e.headers.get("Location")) from None
-                return self._decode(e.code, e.headers.get_content_type(), e.read())
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            # Refused or not resolved: no byte was sent. Anything else (a timeout, a reset) may come after the
-            # agent got the request.
-            error = NotDelivered if isinstance(reason, ConnectionRefusedError | socket.gaierror) else AgentUnreachable
-            raise error(f"cannot reach the agent at {self.url}: {reason}") from e
+        # A kept connection may have been closed by the agent meanwhile. A read is then sent again once on a new
+        # one; a POST always goes on a new connection, so that it is certainly sent once.
+        attempts = 1 if method == "POST" or self._connection is None else 2
+        if method == "POST":
+            self.close()
+        for attempt in range(attempts):
+            connection = self._connect(timeout or self.timeout)
+            try:
+                connection.request(method, self._base + path, body=data, headers=headers)
+                response = connection.getresponse()
+                raw = response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+                self.close()
+                if attempt + 1 < attempts:
+                    continue
+                raise AgentUnreachable(f"cannot reach the agent at {self.url}: {e}") from e
+            except (OSError, http.client.HTTPException) as e:
+                self.close()
+                # Refused or not resolved: no byte was sent. Anything else (a timeout, a reset) may come after the
+                # agent got the request.
+                error = NotDelivered if isinstance(e, ConnectionRefusedError | socket.gaierror) else AgentUnreachable
+                raise error(f"cannot reach the agent at {self.url}: {e}") from e
+            if response.will_close:
+                self.close()
+            if 300 <= response.status < 400:
+                raise self._redirected(response.status, response.getheader("Location"))
+            content_type = (response.getheader("Content-Type") or "").partition(";")[0].strip().lower()
+            return self._decode(response.status, content_type, raw)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        if self._connection is None:
+            kind = http.client.HTTPSConnection if self._secure else http.client.HTTPConnection
+            self._connection = kind(self._host, timeout=timeout)
+        self._connection.timeout = timeout
+        if self._connection.sock is not None:
+            self._connection.sock.settimeout(timeout)
+        return self._connection
 
     def _redirected(self, status: int, location: str | None) -> NotDelivered:
         return NotDelivered(

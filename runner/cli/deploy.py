@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Any
 
+from runner.cli import github
 from runner.cli.client import agent_url, connect
 from runner.cli.console import Console
 from runner.cli.errors import AgentRefused, AgentUnreachable, DeployFailed, Exit, UsageError
@@ -62,7 +63,7 @@ def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
         _require(schema, missing)
     else:
         _require(schema, missing)
-        body = request_body(plan, values, dry_run=True)
+        body = request_body(plan, values, dry_run=True, origin=github.origin(console.environ))
         if plan.environment == "prod":
             # The agent refuses prod without it, dry runs included; a dry run is the question "would it deploy?".
             body["confirm"] = f"prod:{plan.tag}"
@@ -84,7 +85,7 @@ def cmd_apply(args: argparse.Namespace, console: Console) -> int:
     masker = Masker(v for v in values.values() if isinstance(v, Secret))
     printer = Printer(out=console.out, github=console.github, masker=masker, live=console.out.isatty())
     console.print(f"deploying {plan.image} to {plan.environment} through {client.url}")
-    deployment_id = send(client, plan, env=values, confirm=args.confirm)
+    deployment_id, first = send(client, plan, env=values, confirm=args.confirm, origin=github.origin(console.environ))
     console.print(f"deployment {deployment_id} accepted")
     try:
         deployment = follow(
@@ -93,6 +94,7 @@ def cmd_apply(args: argparse.Namespace, console: Console) -> int:
             printer=printer,
             deadline=time.monotonic() + deadline_seconds(plan),
             on_lost=lambda reason: console.error(f"lost contact with the agent ({reason}); still following"),
+            after=first,
         )
     except KeyboardInterrupt:
         console.error(
@@ -116,6 +118,13 @@ def _outcome(
 ) -> int:
     """Report how the deploy ended (and write the job summary); a failure raises DeployFailed."""
     succeeded = deployment.get("state") == "succeeded"
+    head = deployment.get("audit_head")
+    if head:
+        # The chain's head leaves the server here: kept in the job log and summary, it anchors `audit verify`.
+        console.print(
+            f"audit head {head['seq']}:{head['hash']} (check the server's log against it with "
+            f"`deployplan audit verify audit.jsonl --anchor {head['seq']}:{head['hash']}`)"
+        )
     if console.github:
         verified = "yes" if succeeded and problem is None else "no"
         summary = summary_markdown(deployment, verified=verified, logs=logs)

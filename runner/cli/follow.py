@@ -16,8 +16,11 @@ from runner.core.shapes import DeploymentDict
 from runner.core.text import printable
 from runner.core.times import duration
 
-# Quick polls while a deploy is young (most finish in a second or two), then gentler ones.
-POLL_FAST, POLL_SLOW, FAST_FOR = 0.05, 0.25, 5.0
+# Each long poll asks the agent to answer as soon as the deployment changes, or after this many seconds: well
+# under a tunnel's 100 s response limit.
+WAIT = 20
+# Between two reads when the agent answers without waiting (an older agent), or after contact was lost.
+PAUSE = 0.25
 # Beyond the plan's own timeouts: the start step, the agent's bookkeeping and the network.
 DEADLINE_MARGIN = 120
 
@@ -70,19 +73,31 @@ class Printer:
             self.out.flush()
 
 
-def request_body(plan: Plan, env: dict[str, str | Secret], *, dry_run: bool) -> dict[str, Any]:
-    """The deploy request: the rendered plan, the variables, and which of them are not secret."""
-    return {
+def request_body(
+    plan: Plan, env: dict[str, str | Secret], *, dry_run: bool, origin: dict[str, str] | None
+) -> dict[str, Any]:
+    """The deploy request: the rendered plan, the variables, which of them are not secret, where it comes from."""
+    body: dict[str, Any] = {
         "plan": plan.data,
         "env": {k: reveal(v) for k, v in env.items()},
         "public_env": sorted(k for k, v in env.items() if not isinstance(v, Secret)),
         "dry_run": dry_run,
     }
+    if origin:
+        body["origin"] = origin
+    return body
 
 
-def send(client: AgentClient, plan: Plan, *, env: dict[str, str | Secret], confirm: str | None) -> str:
-    """POST the deploy exactly once; returns the deployment id."""
-    body = request_body(plan, env, dry_run=False)
+def send(
+    client: AgentClient,
+    plan: Plan,
+    *,
+    env: dict[str, str | Secret],
+    confirm: str | None,
+    origin: dict[str, str] | None,
+) -> tuple[str, int | None]:
+    """POST the deploy exactly once; returns the deployment id and the seq of its first audit record."""
+    body = request_body(plan, env, dry_run=False, origin=origin)
     if confirm is not None:
         body["confirm"] = confirm
     try:
@@ -96,7 +111,8 @@ def send(client: AgentClient, plan: Plan, *, env: dict[str, str | Secret], confi
     deployment_id = accepted.get("deployment_id")
     if not isinstance(deployment_id, str):
         raise AgentUnreachable("the agent accepted the deploy but sent no deployment_id")
-    return deployment_id
+    seq = (accepted.get("audit_head") or {}).get("seq")
+    return deployment_id, seq if isinstance(seq, int) else None
 
 
 def follow(
@@ -106,13 +122,15 @@ def follow(
     printer: Printer,
     deadline: float,
     on_lost: Callable[[str], None],
+    after: int | None = None,
 ) -> DeploymentDict:
-    """Poll the deployment until it ends; a dropped connection is retried (reads only, never the deploy)."""
+    """Follow the deployment until it ends, each step printed the moment the agent records it (long polling
+    from the record `after`); a dropped connection is retried (reads only, never the deploy)."""
     lost = False
-    started = time.monotonic()
     while True:
+        wait = max(0, min(WAIT, int(deadline - time.monotonic())))
         try:
-            deployment = client.deployment(deployment_id)
+            deployment = client.deployment(deployment_id, wait=wait, after=after)
             lost = False
         except AgentRefused as e:
             # The deploy was accepted and runs on: this is not a refusal (exit 3) but an outcome we cannot see.
@@ -129,12 +147,15 @@ def follow(
             printer.steps(deployment)
             if deployment.get("state") != "running":
                 return deployment
+            seen = (deployment.get("audit_head") or {}).get("seq")
+            moved, after = seen != after, seen
         if time.monotonic() > deadline:
             raise DeployFailed(
                 f"deployment {deployment_id} did not finish within the plan's timeouts; it may still be running at "
                 "the agent: check `deployplan status` and the agent's log"
             )
-        time.sleep(POLL_FAST if time.monotonic() - started < FAST_FOR else POLL_SLOW)
+        if deployment is None or not moved:
+            time.sleep(PAUSE)  # contact lost, or an agent that answered without news: do not spin
 
 
 def verify_status(client: AgentClient, plan: Plan, deployment: DeploymentDict) -> str | None:

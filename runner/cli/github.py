@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from runner.core.schema import validator
 from runner.core.times import duration
 
 
@@ -25,34 +27,68 @@ def mask_lines(values: Iterable[str]) -> list[str]:
     return lines
 
 
+def origin(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """Where this deploy was started, from the GITHUB_* variables of a workflow run (None outside GitHub Actions).
+
+    A value the agent would refuse (too long, not https) is left out rather than blocking the deploy: the origin
+    is a claim for the record, not a condition.
+    """
+    if environ.get("GITHUB_ACTIONS") != "true":
+        return None
+    server, repository, run = (environ.get(k, "") for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
+    attempt = environ.get("GITHUB_RUN_ATTEMPT", "")
+    candidates = {
+        "run_url": f"{server}/{repository}/actions/runs/{run}" + (f"/attempts/{attempt}" if attempt else "")
+        if server and repository and run
+        else "",
+        "actor": environ.get("GITHUB_TRIGGERING_ACTOR") or environ.get("GITHUB_ACTOR", ""),
+        "repository": repository,
+        "sha": environ.get("GITHUB_SHA", ""),
+        "ref": environ.get("GITHUB_REF", ""),
+        "workflow": environ.get("GITHUB_WORKFLOW", ""),
+    }
+    request = validator("deploy-request.schema.json")
+    fields = request.schema["properties"]["origin"]["properties"]  # type: ignore[index]
+    found = {k: v for k, v in candidates.items() if v and request.evolve(schema=fields[k]).is_valid(v)}
+    return found or None
+
+
 def summary_markdown(deployment: Mapping[str, Any], *, verified: str, logs: list[str]) -> str:
-    """The job summary: who deployed what where, each step with its state and duration, the log tail on failure."""
+    """The job summary: who deployed what where and from which run, each step with its state and duration, the
+    audit head to keep, the log tail on failure."""
+    started = deployment.get("origin") or {}
+    head = deployment.get("audit_head") or {}
+    on_behalf = f" for {_code(started['actor'])}" if started.get("actor") else ""
+    head_text = _code(f"{head.get('seq')}:{head.get('hash')}") if head else "-"
     rows = [
         "| | |",
         "|---|---|",
-        f"| environment | `{deployment.get('environment')}` |",
-        f"| image | `{deployment.get('image')}` |",
-        f"| tag | `{deployment.get('tag')}` |",
-        f"| digest | `{deployment.get('digest') or '-'}` |",
-        f"| actor | `{deployment.get('actor')}` |",
-        f"| deployment id | `{deployment.get('id')}` |",
-        f"| result | **{deployment.get('state')}** |",
+        f"| environment | {_code(deployment.get('environment'))} |",
+        f"| image | {_code(deployment.get('image'))} |",
+        f"| tag | {_code(deployment.get('tag'))} |",
+        f"| digest | {_code(deployment.get('digest') or '-')} |",
+        f"| actor | {_code(deployment.get('actor'))}{on_behalf} |",
+        f"| workflow run | {_cell(started.get('run_url', '-'))} |",
+        f"| deployment id | {_code(deployment.get('id'))} |",
+        f"| result | **{_cell(deployment.get('state'))}** |",
         f"| verified through /v1/status | {verified} |",
+        f"| audit head | {head_text} |",
     ]
     steps = ["| step | name | state | duration | message |", "|---|---|---|---|---|"]
     for step in deployment.get("steps", []):
-        message = str(step.get("message", "")).replace("|", "\\|").replace("\n", " ")
-        steps.append(f"| {step['action']} | {step['name']} | {step['state']} | {duration(step)} | {message} |")
+        cells = (step.get("action"), step.get("name"), step.get("state"), duration(step), step.get("message", ""))
+        steps.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     text = f"## deployplan: {deployment.get('environment')} {deployment.get('tag')}\n\n" + "\n".join(rows)
     text += "\n\n" + "\n".join(steps) + "\n"
     error = deployment.get("error")
     if error:
-        text += f"\n**Failed in `{error.get('step')}`:** {error.get('message')}\n"
+        text += f"\n**Failed in {_code(error.get('step'))}:** {html.escape(str(error.get('message')))}\n"
     if logs and deployment.get("state") != "succeeded":
+        # <pre> with escaped text: a log line cannot close a code fence and become markdown.
         text += (
-            "\n<details open><summary>the container's last log lines</summary>\n\n```\n"
-            + "\n".join(logs)
-            + "\n```\n</details>\n"
+            "\n<details open><summary>the container's last log lines</summary>\n\n<pre>\n"
+            + "\n".join(html.escape(line) for line in logs)
+            + "\n</pre>\n</details>\n"
         )
     return text
 
@@ -62,3 +98,13 @@ def append_summary(path: str | None, text: str) -> None:
     if path:
         with Path(path).open("a", encoding="utf-8") as f:
             f.write(text + "\n")
+
+
+def _cell(value: object) -> str:
+    """Text for a markdown table cell: one line, no cell separator."""
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+
+
+def _code(value: object) -> str:
+    """A value as inline code in a table cell; a backtick in it cannot end the code span."""
+    return "`" + _cell(value).replace("`", "'") + "`"

@@ -7,8 +7,9 @@ import json
 
 from runner.cli.client import connect
 from runner.cli.console import Console
-from runner.cli.errors import Exit
-from runner.cli.report import status_table
+from runner.cli.errors import Exit, UsageError
+from runner.cli.report import history_table, status_table
+from runner.core.text import printable
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -19,3 +20,44 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
         for line in status_table(status):
             console.print(line)
     return Exit.OK
+
+
+def cmd_history(args: argparse.Namespace, console: Console) -> int:
+    deployments = connect(args.agent, console.environ).history(args.env, args.limit)
+    if args.json:
+        console.print(json.dumps({"deployments": deployments}, indent=2))
+    else:
+        for line in history_table(deployments):
+            console.print(line)
+    return Exit.OK
+
+
+def cmd_logs(args: argparse.Namespace, console: Console) -> int:
+    since = _since(args.since) if args.since else None
+    answer = connect(args.agent, console.environ).logs(args.env, tail=args.tail, since=since)
+    if answer.get("state") == "absent":
+        console.error(
+            f"{args.env}: no container {answer.get('container')}: nothing has been deployed, or it was removed"
+        )
+        return Exit.OK
+    for line in answer.get("lines", []):
+        marker = " [stderr]" if line.get("stream") == "stderr" else ""
+        console.print(f"{line.get('time') or '-'}{marker} {printable(line.get('text', ''))}")
+    if answer.get("truncated"):
+        console.error(
+            "(cut: the agent keeps each line to 16 KiB and an answer to 1 MiB; narrow it with --tail or --since)"
+        )
+    return Exit.OK
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(text: str) -> str:
+    """--since as the agent takes it: seconds back (from 90s, 10m, 2h, 1d), or an RFC 3339 time as given."""
+    number, unit = text[:-1], text[-1:]
+    if unit in _UNITS and number.isascii() and number.isdigit() and int(number) > 0:
+        return str(int(number) * _UNITS[unit])
+    if "T" in text and (text.endswith("Z") or "+" in text[10:] or "-" in text[10:]):
+        return text
+    raise UsageError(f"--since {text!r}: use a duration like 90s, 10m, 2h or 1d, or an RFC 3339 time with its offset")

@@ -1,11 +1,14 @@
-"""Text the operator reads: the status table and the dry-run's change against what runs now."""
+"""Text the operator reads: the status and history tables, and the dry-run's change against what runs now."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runner.core.secrets import Secret
+from runner.core.shapes import DeploymentDict
+from runner.core.text import printable
+from runner.core.times import duration
 
 
 def status_table(status: Mapping[str, Any]) -> list[str]:
@@ -37,9 +40,13 @@ def status_table(status: Mapping[str, Any]) -> list[str]:
                 last_text,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return lines
+    return lines + _columns([tuple(printable(cell) for cell in row) for row in rows])
+
+
+def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Rows as left-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 def dry_run_report(answer: dict[str, Any], *, values: dict[str, str | Secret]) -> list[str]:
@@ -71,3 +78,20 @@ def change_lines(current: dict[str, Any], *, image: str) -> list[str]:
         now += f" since {current['started_at']}"
     marker = "  (same image: it would be replaced by a new container)" if current.get("image") == image else ""
     return [f"- {now}", f"+ {current.get('container')} running {image}{marker}"]
+
+
+def history_table(deployments: list[DeploymentDict]) -> list[str]:
+    """The newest deployments, one row each: who (the origin's actor, else the authenticated one), when, how long,
+    and for a failure the step and the reason."""
+    rows: list[tuple[str, ...]] = [("ID", "ENV", "TAG", "STATE", "WHO", "STARTED", "DURATION", "FAILURE")]
+    for d in deployments:
+        error = d.get("error")
+        failure = f"{error.get('step')}: {error.get('message')}" if error else ""
+        who = (d.get("origin") or {}).get("actor") or d.get("actor") or "-"
+        started = (d.get("created_at") or "-").replace("T", " ")[:19]
+        took = duration({"started_at": d.get("created_at"), "finished_at": d.get("finished_at")})
+        cells = (d.get("id"), d.get("environment"), d.get("tag"), d.get("state"), who, started, took, failure)
+        rows.append(tuple(printable(str(c)) if c else "-" for c in cells))
+    if len(rows) == 1:
+        return ["no deployments yet"]
+    return _columns(rows)

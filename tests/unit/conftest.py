@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Mapping
+import itertools
+import json
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.test import TestResponse
 
+from agent.app import create_app
+from fakedocker import FakeDocker
 from runner.cli.console import Console
 from runner.cli.main import run
 
@@ -37,3 +46,100 @@ class InProcessCli:
 @pytest.fixture
 def cli() -> InProcessCli:
     return InProcessCli()
+
+
+# -- the agent's app, served by Flask's test client, with a recording Docker
+
+REPOSITORY = "registry.test/acme/trader/runtime"
+TOKEN = "unit-test-token-" + "x" * 24
+AGENT_ENV = {
+    "DEPLOY_AGENT_BIND": "127.0.0.1:8700",
+    "DEPLOY_AGENT_ENVIRONMENTS": "dev,prod",
+    "DEPLOY_AGENT_IMAGE_REPOSITORY": REPOSITORY,
+    "DEPLOY_AGENT_CONTAINER_DEV": "runtime-dev",
+    "DEPLOY_AGENT_CONTAINER_PROD": "runtime-prod",
+    "DEPLOY_AGENT_VOLUMES_DEV": "/srv/runtime/dev:/var/lib/runtime:rw",
+    "DEPLOY_AGENT_VOLUMES_PROD": "none",
+    "DEPLOY_AGENT_RESTART_POLICY": "unless-stopped",
+    "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=50m,max-file=5",
+    "DEPLOY_AGENT_AUTH": "token",
+    "DEPLOY_AGENT_TOKEN": TOKEN,
+}
+RUNTIME_ENV = {"RUNTIME_ENV": "dev", "RUNTIME_LOG_LEVEL": "info", "RUNTIME_API_TOKEN": "s3cret-api-token-value"}
+
+
+def plan(tag: str = "1.0.3", env: str = "dev") -> dict[str, Any]:
+    """plans/runtime.yaml as rendered for the unit agent's repository."""
+    return {
+        "version": 1,
+        "plan": "runtime",
+        "environment": env,
+        "image": f"{REPOSITORY}:{tag}",
+        "steps": [
+            {"name": "Pull the runtime image", "action": "pull", "timeout": 600},
+            {"name": "Stop and remove the current runtime", "action": "stop_remove", "stop_timeout": 30},
+            {"name": "Start the new runtime", "action": "start"},
+            {"name": "Verify the runtime stays up", "action": "verify", "timeout": 60, "stable_for": 5},
+        ],
+    }
+
+
+@dataclass
+class Api:
+    """The agent's app in this process: its test client, the recording Docker behind it, its state directory."""
+
+    app: Flask
+    docker: FakeDocker
+    state_dir: Path
+    headers: dict[str, str]
+
+    def get(self, path: str, **headers: str) -> TestResponse:
+        return self.app.test_client().get(path, headers={**self.headers, **headers})
+
+    def post(self, path: str, body: Any, **headers: str) -> TestResponse:
+        return self.app.test_client().post(path, json=body, headers={**self.headers, **headers})
+
+    def deploy(self, body: Any, **headers: str) -> TestResponse:
+        return self.post("/v1/deploy", body, **headers)
+
+    def audit(self) -> list[dict[str, Any]]:
+        path = self.state_dir / "audit.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def make_api(tmp_path: Path) -> Callable[..., Api]:
+    """Agents built by create_app from an environment mapping (changes on top of AGENT_ENV; None removes)."""
+    numbers = itertools.count()
+
+    def make(*, docker: FakeDocker | None = None, headers: dict[str, str] | None = None, **changes: str) -> Api:
+        docker = docker or FakeDocker()
+        state_dir = Path(changes.get("DEPLOY_AGENT_STATE_DIR") or tmp_path / f"state-{next(numbers)}")
+        environ = {**AGENT_ENV, "DEPLOY_AGENT_STATE_DIR": str(state_dir), **changes}
+        app = create_app(environ={k: v for k, v in environ.items() if v is not None}, docker_connect=docker.connect)
+        return Api(app, docker, state_dir, {"Authorization": f"Bearer {TOKEN}"} if headers is None else headers)
+
+    return make
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Api]) -> Api:
+    return make_api()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Api], str]]:
+    """Serve an agent's app over HTTP on loopback (werkzeug's server in a thread), for the CLI to talk to."""
+    servers: list[tuple[BaseWSGIServer, threading.Thread]] = []
+
+    def start(api: Api) -> str:
+        server = make_server("127.0.0.1", 0, api.app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        thread.join()

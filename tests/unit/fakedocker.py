@@ -15,7 +15,7 @@ from typing import Any
 import docker.errors
 import requests
 
-READS = frozenset({"ping", "inspect_container", "inspect_image", "logs", "close"})
+READS = frozenset({"ping", "inspect_container", "inspect_image", "logs", "close", "images", "containers"})
 
 
 @dataclass
@@ -36,7 +36,9 @@ class FakeDocker:
 
     def __init__(self, *, reachable: bool = True) -> None:
         self.reachable = reachable
-        self.containers: dict[str, FakeContainer] = {}
+        self.by_name: dict[str, FakeContainer] = {}
+        # Images as GET /images/json lists them: Id, RepoTags, RepoDigests, Size.
+        self.image_list: list[dict[str, Any]] = []
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
     # -- what the agent's connect() is: one shared fake for every "connection"
@@ -55,7 +57,7 @@ class FakeDocker:
         return [name for name, _, _ in self.calls if name not in READS | {"connect"}]
 
     def add(self, container: FakeContainer) -> FakeContainer:
-        self.containers[container.name] = container
+        self.by_name[container.name] = container
         return container
 
     # -- the API subset
@@ -83,23 +85,50 @@ class FakeDocker:
 
     def inspect_image(self, ref: str) -> dict[str, Any]:
         self._call("inspect_image", (ref,), {})
-        for container in self.containers.values():
+        for container in self.by_name.values():
             if ref == f"sha256:image-of-{container.image}":
                 return {"RepoDigests": [f"{container.image.rpartition(':')[0]}@{container.digest}"]}
         raise docker.errors.ImageNotFound(f"no such image: {ref}")
 
     def logs(self, container: str, **options: Any) -> Iterator[bytes]:
         self._call("logs", (container,), options)
-        found = next((c for c in self.containers.values() if f"id-{c.name}" == container), None)
+        found = next((c for c in self.by_name.values() if f"id-{c.name}" == container), None)
         if found is None:
             raise docker.errors.NotFound(f"no such container: {container}")
         wanted = "stdout" if options.get("stdout") else "stderr"
         frames = [frame for time, stream, text in found.output if stream == wanted for frame in _frames(time, text)]
         return iter(frames[-options["tail"] :] if options.get("tail") else frames)
 
+    def images(self) -> list[dict[str, Any]]:
+        self._call("images", (), {})
+        return [dict(image) for image in self.image_list]
+
+    def containers(self, all: bool = False) -> list[dict[str, Any]]:
+        self._call("containers", (), {"all": all})
+        return [
+            {"Names": [f"/{c.name}"], "ImageID": self._image_id(c.image), "State": c.state}
+            for c in self.by_name.values()
+        ]
+
+    def remove_image(self, reference: str) -> None:
+        """Untag one reference; the image goes with its last one (as the engine does)."""
+        self._call("remove_image", (reference,), {})
+        for image in self.image_list:
+            for key in ("RepoTags", "RepoDigests"):
+                if reference in image.get(key, []):
+                    image[key] = [r for r in image[key] if r != reference]
+                    if not image["RepoTags"] and not image["RepoDigests"]:
+                        self.image_list.remove(image)
+                    return
+        raise docker.errors.ImageNotFound(f"No such image: {reference}")
+
+    def _image_id(self, reference: str) -> str:
+        listed = next((i["Id"] for i in self.image_list if reference in i.get("RepoTags", [])), None)
+        return str(listed or f"sha256:image-of-{reference}")
+
     def _find(self, name: str) -> FakeContainer:
-        if name in self.containers:
-            return self.containers[name]
+        if name in self.by_name:
+            return self.by_name[name]
         raise docker.errors.NotFound(f"No such container: {name}")
 
     def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
