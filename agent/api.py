@@ -10,6 +10,8 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import UnsupportedMediaType
 
 from agent.errors import BadRequest
+from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from agent.metrics import exposition
 from agent.prune import check_body as check_prune
 from agent.reads import MAX_WAIT
 from agent.services import Services
@@ -26,8 +28,9 @@ def services() -> Services:
 
 
 def authenticate() -> None:
-    """Every /v1 path, matched or not (so a 404 or 405 says nothing to a stranger either)."""
-    if request.path == "/v1" or request.path.startswith("/v1/"):
+    """Every path but /healthz, matched or not (so a 404 or 405 says nothing to a stranger either): the API, the
+    page and its stylesheet."""
+    if request.path != "/healthz":
         g.actor = services().auth.authenticate(request.headers)
 
 
@@ -77,6 +80,11 @@ def logs(env: str) -> Response:
     tail = int_param("tail", 1, 5000, default=200)
     since = since_param(request.args.get("since"))
     return jsonify(services().reads.logs(env, tail=tail, since=since))
+
+
+@v1.get("/metrics")
+def metrics() -> Response:
+    return Response(exposition(services().metrics), content_type=METRICS_CONTENT_TYPE)
 
 
 @health.get("/healthz")

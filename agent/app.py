@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from flask import Flask, Response, g, request
 
-from agent import api
+from agent import api, web
 from agent.config import Config, load_config
 from agent.dockerio import Connect, connect
 from agent.http import register_error_handlers
@@ -27,13 +27,14 @@ def create_app(
     """
     setup_logging()
     config = config or load_config(os.environ if environ is None else environ)
-    app = Flask("deploy_agent")
+    app = Flask("deploy_agent", static_folder=None)  # the page blueprint serves its own stylesheet
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["deployplan"] = Services.open(config, docker_connect=docker_connect)
-    register_error_handlers(app)
+    register_error_handlers(app, page=web.error_page)
     _log_requests(app)
     api.init_app(app)
+    web.init_app(app)
     log(
         "agent started",
         environments=list(config.environments),

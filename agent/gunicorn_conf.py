@@ -10,7 +10,11 @@ from agent.logs import GUNICORN_LOGCONFIG
 # agent answering while one is busy.
 worker_class = "gthread"
 workers = 2
-threads = 4
+# A thread is held for a whole request: a follower's long poll (at most 25 s) and a client that sends its
+# headers slowly hold one each. 16 per worker leave room for a handful of both while status answers at once;
+# idle keep-alive connections wait in the worker's poller, not in a thread.
+threads = 16
+keepalive = 5
 # No worker recycling: a recycled worker would cut a running deploy short.
 max_requests = 0
 timeout = 60

@@ -156,9 +156,7 @@ class Pruner:
             raise DockerUnavailable(f"Docker is unreachable: {e}") from e
         return answer
 
-    def _remove(
-        self, client: Client, plan: PrunePlan, answer: dict[str, Any], *, actor: str, keep: int
-    ) -> None:
+    def _remove(self, client: Client, plan: PrunePlan, answer: dict[str, Any], *, actor: str, keep: int) -> None:
         if self.ledger.broken:
             raise AuditBroken(f"a prune is refused while the audit log is broken: {self.ledger.broken}")
         record = {"keep": keep, "remove": answer["remove"], "kept": answer["kept"]}

@@ -13,6 +13,7 @@ from agent.config import Config
 from agent.dockerio import Connect, DockerAccess, connect
 from agent.ledger import Ledger
 from agent.logs import log
+from agent.metrics import AgentCollector
 from agent.prune import Pruner
 from agent.reads import Reads
 from agent.recovery import reconcile
@@ -20,7 +21,7 @@ from agent.recovery import reconcile
 
 @dataclass(frozen=True)
 class Services:
-    """Everything a view calls: who is calling, the read side, deploy admission, pruning."""
+    """Everything a view calls: who is calling, the read side, deploy admission, pruning, metrics."""
 
     config: Config
     auth: Authenticator
@@ -29,6 +30,7 @@ class Services:
     reads: Reads
     admission: Admission
     pruner: Pruner
+    metrics: AgentCollector
 
     @classmethod
     def open(cls, config: Config, *, docker_connect: Connect = connect) -> Services:
@@ -50,4 +52,5 @@ class Services:
             reads=Reads(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
             admission=Admission(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
             pruner=Pruner(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
+            metrics=AgentCollector(config=config, ledger=ledger, docker=docker),
         )

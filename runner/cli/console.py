@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TextIO
+# typing, dataclasses and the problem module are not imported at start: `deployplan --version` starts lean.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import TextIO
 
-from runner.core.problems import Problem
+    from runner.core.problems import Problem
 
 
-@dataclass
 class Console:
     """Where a command writes, and whether GitHub Actions is reading it."""
 
-    out: TextIO
-    err: TextIO
-    github: bool
-    environ: Mapping[str, str] = field(default_factory=dict)
+    def __init__(self, *, out: TextIO, err: TextIO, github: bool, environ: Mapping[str, str] | None = None) -> None:
+        self.out, self.err, self.github = out, err, github
+        self.environ: Mapping[str, str] = environ if environ is not None else {}
 
     def print(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # the typing module is not imported at the CLI's start
 if TYPE_CHECKING:
     from runner.core.problems import Problem
 

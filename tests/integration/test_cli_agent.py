@@ -460,12 +460,27 @@ def _groups() -> list[str]:
     return [line for title in titles for line in (f"::group::{title}", "::endgroup::")]
 
 
+GITHUB_RUN = {
+    "GITHUB_SERVER_URL": "https://github.com",
+    "GITHUB_REPOSITORY": "acme/trader",
+    "GITHUB_RUN_ID": "777",
+    "GITHUB_RUN_ATTEMPT": "2",
+    "GITHUB_ACTOR": "ci-bot",
+    "GITHUB_TRIGGERING_ACTOR": "octocat",
+    "GITHUB_SHA": "c0ffee" * 6 + "c0ff",
+    "GITHUB_REF": "refs/heads/main",
+    "GITHUB_WORKFLOW": "Deploy",
+}
+
+
 def test_github_mode_masks_first_groups_each_step_and_writes_the_summary(
     cli: Cli, ws: Path, shared: Agent, cli_images: Images, tmp_path: Path
 ) -> None:
     summary = tmp_path / "summary.md"
     result = cli.run(
-        *apply_args(shared, "prod", "1.0.0", "--confirm", "prod:1.0.0"), cwd=ws, env=_github_env(shared, summary)
+        *apply_args(shared, "prod", "1.0.0", "--confirm", "prod:1.0.0"),
+        cwd=ws,
+        env=_github_env(shared, summary, **GITHUB_RUN),
     )
 
     assert result.returncode == 0, (result.stdout, result.stderr)
@@ -487,6 +502,29 @@ def test_github_mode_masks_first_groups_each_step_and_writes_the_summary(
         assert row in text.splitlines(), text
     for action, name in STEPS:
         assert re.search(rf"^\| {action} \| {name} \| succeeded \| \d+\.\d s \|", text, re.MULTILINE), text
+    # Where it was started: the run (with its attempt) and who clicked Deploy, beside the authenticated actor.
+    run_url = "https://github.com/acme/trader/actions/runs/777/attempts/2"
+    assert f"| workflow run | {run_url} |" in text.splitlines()
+    deployment = shared.get(f"/v1/deployments/{deployment_id(result.stdout)}").json()
+    assert deployment["actor"] == "token"
+    assert deployment["origin"] == {
+        "run_url": run_url,
+        "actor": "octocat",
+        "repository": "acme/trader",
+        "sha": GITHUB_RUN["GITHUB_SHA"],
+        "ref": "refs/heads/main",
+        "workflow": "Deploy",
+    }
+    started = [
+        r for r in shared.audit() if r["event"] == "deployment_started" and r["deployment_id"] == deployment["id"]
+    ]
+    assert started[0]["origin"] == deployment["origin"]
+    # The audit head leaves the server: in the job log and the summary, and it anchors a later verify.
+    head = f"{deployment['audit_head']['seq']}:{deployment['audit_head']['hash']}"
+    assert f"audit head {head} " in result.stdout
+    assert f"| audit head | `{head}` |" in text.splitlines()
+    verify = cli.run("audit", "verify", str(shared.state_dir / "audit.jsonl"), "--anchor", head, cwd=ws)
+    assert verify.returncode == 0 and "1 anchor(s) match" in verify.stdout
 
 
 def test_github_mode_failure_is_an_error_annotation_with_the_log_tail_in_the_summary(

@@ -1,4 +1,4 @@
-"""The step table as cases: a plan and the facts in, the exact actions out (what a deploy does, what a dry run shows)."""
+"""The step table as cases: a plan and the facts in, the exact actions out (what a deploy does, a dry run shows)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ PROD = Target(environment="prod", container="runtime-prod", binds=(), restart_po
 STEP_NAMES = ["pull", "stop_remove", "start", "verify"]
 
 
-def plan(env: str = "dev", *, pull_timeout: int = 600, stop_timeout: int = 30, verify: tuple[int, int] = (60, 5)) -> Plan:
+def plan(
+    env: str = "dev", *, pull_timeout: int = 600, stop_timeout: int = 30, verify: tuple[int, int] = (60, 5)
+) -> Plan:
     """plans/runtime.yaml rendered for `env` and the tag 1.0.3."""
     return Plan(
         source="t",

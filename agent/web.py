@@ -1,0 +1,132 @@
+"""The read-only page for a person: what runs, what was deployed by whom, why a deploy failed, the runtime's log.
+
+Server-rendered Jinja2 with autoescaping; no JavaScript, no external assets, nothing that changes state (every
+write stays in the CLI and the API). It reads through the same `Reads` as `/v1`, so it shows the same masked text.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, render_template
+
+from agent.errors import NotFound
+from agent.services import Services
+from runner import __version__
+from runner.core.times import parse
+
+web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
+NEWEST = 20
+LOG_TAIL = 200
+# Nothing from elsewhere, nothing inline: the one stylesheet is served by the agent, and no script exists.
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def services() -> Services:
+    found: Services = current_app.extensions["deployplan"]
+    return found
+
+
+@web.get("/")
+def index() -> str:
+    status = services().reads.status(None)
+    deployments = services().reads.history(None, NEWEST)
+    return render_template("index.html", status=status, deployments=deployments, now=_now())
+
+
+@web.get("/deployments/<deployment_id>")
+def deployment(deployment_id: str) -> str:
+    found = services().reads.deployment(deployment_id)
+    return render_template("deployment.html", d=found, timeline=timeline(found), now=_now())
+
+
+@web.get("/environments/<env>/logs")
+def logs(env: str) -> str:
+    if env not in services().config.environments:
+        raise NotFound(f"this agent does not serve the environment {env!r}")
+    found = services().reads.logs(env, tail=LOG_TAIL, since=None)
+    return render_template("logs.html", logs=found, now=_now())
+
+
+def error_page(status: int, code: str, message: str, details: list[dict[str, str]]) -> Response:
+    """An error as a page, for a person's browser; the same words as the JSON error of the API."""
+    body = render_template("error.html", status=status, code=code, message=message, details=details, now=_now())
+    return Response(body, status=status, content_type="text/html; charset=utf-8")
+
+
+def timeline(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each step with its duration, and where it starts and how long it is on a scale of the whole deployment
+    (percent), so that the bars are drawn to scale."""
+    start, end = parse(d.get("created_at")), parse(d.get("finished_at"))
+    bars = []
+    steps = d.get("steps") or []
+    ended_at = [t for t in (parse(s.get("finished_at")) for s in steps) if t is not None]
+    last = max(ended_at, default=None)
+    end = end or last or start
+    total = (end - start).total_seconds() if start and end else 0.0
+    for step in steps:
+        began, ended = parse(step.get("started_at")), parse(step.get("finished_at"))
+        seconds = (ended - began).total_seconds() if began and ended else None
+        offset = (began - start).total_seconds() if began and start else 0.0
+        bars.append(
+            {
+                **step,
+                "seconds": seconds,
+                "x": round(100 * offset / total, 2) if total > 0 else 0.0,
+                "width": max(round(100 * (seconds or 0) / total, 2), 0.5) if total > 0 else (100.0 if seconds else 0.0),
+            }
+        )
+    return bars
+
+
+def ago(value: str | None, now: datetime) -> str:
+    """`2026-11-30 10:00:01 UTC (3 min ago)`, or `-`."""
+    when = parse(value)
+    if when is None:
+        return "-"
+    seconds = int((now - when).total_seconds())
+    if seconds < 0:
+        relative = "just now"
+    elif seconds < 90:
+        relative = f"{seconds} s ago"
+    elif seconds < 90 * 60:
+        relative = f"{round(seconds / 60)} min ago"
+    elif seconds < 36 * 3600:
+        relative = f"{round(seconds / 3600)} h ago"
+    else:
+        relative = f"{round(seconds / 86400)} days ago"
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({relative})"
+
+
+def took(item: dict[str, Any], end_key: str = "finished_at", start_key: str = "created_at") -> str:
+    start, end = parse(item.get(start_key)), parse(item.get(end_key))
+    if start is None or end is None:
+        return "-"
+    seconds = (end - start).total_seconds()
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def github_run(url: Any) -> str | None:
+    """The origin's run URL, only when it is a GitHub one (anything else stays text, never a link)."""
+    return url if isinstance(url, str) and url.startswith("https://github.com/") else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(web)
+    app.jinja_env.globals.update(ago=ago, took=took, github_run=github_run, version=__version__)
+    app.after_request(_security_headers)
