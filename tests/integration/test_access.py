@@ -278,6 +278,35 @@ def test_a_flood_of_unknown_kids_fetches_the_jwks_at_most_once_per_worker(access
     assert access.agent.get("/v1/status", issuer.sign(access.key)).status_code == 200
 
 
+# -- deploy rights per environment
+
+
+def test_the_dev_token_cannot_deploy_prod_and_a_reader_cannot_deploy_at_all(
+    access: Setup, images: Images, docker_client: docker.DockerClient
+) -> None:
+    """Found in review: any identity Access let in (the dev workflow's token, a person) could deploy prod with
+    confirm and skip prod's required reviewers."""
+    agent, issuer = access.agent, access.agent.issuer
+    dev_token = issuer.sign(access.key, issuer.claims(common_name=SERVICE_TOKEN))
+    person = issuer.sign(access.key, issuer.user_claims("reader@example.com"))
+    prod = {"plan": plan_data(images, "1.0.0", env="prod"), "env": RUNTIME_ENV, "confirm": "prod:1.0.0"}
+    dev = {"plan": plan_data(images, "1.0.0"), "env": RUNTIME_ENV}
+    before, audit_before = _containers(docker_client), agent.audit()
+
+    for token, body, who in ((dev_token, prod, SERVICE_TOKEN), (person, dev, "reader@example.com")):
+        response = agent.deploy(body, token)
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == "forbidden"
+        refused = json.loads(agent.audit().splitlines()[-1])
+        assert (refused["event"], refused["actor"]) == ("deploy_refused", who)
+
+    assert _containers(docker_client) == before
+    assert len(agent.audit().splitlines()) == len(audit_before.splitlines()) + 2
+    # A person may still look, and ask what a deploy would do.
+    assert agent.get("/v1/status", person).status_code == 200
+    assert agent.deploy({**prod, "dry_run": True}, person).status_code == 200
+
+
 def test_healthz_needs_no_token(access: Setup) -> None:
     response = access.agent.get("/healthz")
     assert response.status_code == 200
