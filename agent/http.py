@@ -71,10 +71,12 @@ Renderer = Callable[[int, str, str, list[dict[str, str]]], Response]
 
 
 def register_error_handlers(app: Flask, *, page: Renderer | None = None) -> None:
-    """Every error, Flask's own included, answers with the same body: JSON under /v1, a page elsewhere."""
+    """Every error, Flask's own included, answers with the same body: JSON for the API (/v1, /healthz), a page
+    for a person's browser elsewhere."""
 
     def render(status: int, code: str, message: str, details: list[dict[str, str]]) -> Response:
-        if page is not None and not (request.path == "/v1" or request.path.startswith("/v1/")):
+        api = request.path in ("/v1", "/healthz") or request.path.startswith("/v1/")
+        if page is not None and not api:
             return page(status, code, message, details)
         return json_error(status, code, message, details)
 

@@ -52,13 +52,18 @@ CHECKS = [not_a_server_error, *CONFORMANCE, negative_data_rejection, ignored_aut
 SPEC_ENDPOINTS = {
     ("post", "/v1/deploy"),
     ("get", "/v1/deployments/{deployment_id}"),
+    ("get", "/v1/deployments"),
     ("get", "/v1/status"),
     ("get", "/v1/audit"),
+    ("get", "/v1/logs/{env}"),
+    ("post", "/v1/prune"),
+    ("get", "/v1/metrics"),
     ("get", "/healthz"),
 }
 SPEC_ERRORS = {
     "bad_request": 400,
     "unauthorized": 401,
+    "forbidden": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "deploy_in_progress": 409,
@@ -69,7 +74,6 @@ SPEC_ERRORS = {
     "audit_broken": 503,
     "internal": 500,
 }
-# The agent's one addition (docs/agent.md): Cloudflare Access mode while the team's keys cannot be loaded.
 ERRORS = {**SPEC_ERRORS, "auth_unavailable": 503}
 
 
