@@ -10,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import docker
 import docker.auth
@@ -29,6 +29,7 @@ DOCKER_ERRORS = (docker.errors.DockerException, requests.RequestException, OSErr
 API_VERSION = "1.41"
 STATES = ("running", "exited", "created", "restarting", "paused", "dead")
 Connect = Callable[..., docker.APIClient]
+T = TypeVar("T")
 
 
 def connect(*, timeout: int) -> docker.APIClient:
@@ -262,9 +263,47 @@ class PullStream:
             getattr(found, "_sock", found).shutdown(socket.SHUT_RDWR)  # a SocketIO holds the socket as _sock
 
 
+class FreshReads:
+    """Concurrent callers share one Docker read, but only a read that started after they arrived.
+
+    So every answer is Docker at the time of the request (never a cached one), and eight clients asking at once
+    cost one or two round trips instead of eight: a caller that finds a read in flight waits for the next one,
+    which every caller waiting then shares.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._started = self._done = 0
+        self._outcome: tuple[bool, Any] = (False, None)
+
+    def get(self, read: Callable[[], T]) -> T:
+        with self._changed:
+            needed = self._started + 1  # the first read to start after this caller arrived
+            while self._done < needed:
+                if self._started == self._done:  # none in flight: start the one every waiting caller needs
+                    self._started += 1
+                    mine = self._started
+                    self._changed.release()
+                    try:
+                        outcome: tuple[bool, Any] = (True, read())
+                    except BaseException as e:
+                        outcome = (False, e)
+                    finally:
+                        self._changed.acquire()
+                    self._outcome, self._done = outcome, mine
+                    self._changed.notify_all()
+                else:
+                    self._changed.wait()
+            ok, value = self._outcome
+        if not ok:
+            raise value
+        result: T = value
+        return result
+
+
 class DockerAccess:
     """How the agent reaches Docker: a connect function (injected in tests), a kept client per request thread for
-    the frequent reads, and the digest cache."""
+    the frequent reads, the digest cache, and shared fresh reads of the environments' containers."""
 
     STATUS_TIMEOUT = 5
 
@@ -272,6 +311,8 @@ class DockerAccess:
         self.connect = connect
         self.digests = DigestCache()
         self._local = threading.local()
+        self._fresh: dict[tuple[tuple[str, str], ...], FreshReads] = {}
+        self._fresh_lock = threading.Lock()
 
     def reader(self) -> docker.APIClient:
         """This thread's kept client: status is read often, and a new socket each time is slow."""
@@ -288,7 +329,14 @@ class DockerAccess:
             client.close()
 
     def observe_all(self, containers: dict[str, str]) -> tuple[dict[str, Observed], bool]:
-        """Each environment's container by name, and whether Docker answered (else every state is 'unknown')."""
+        """Each environment's container by name, as Docker shows it now (a read started after this call), and
+        whether Docker answered (else every state is 'unknown')."""
+        key = tuple(sorted(containers.items()))
+        with self._fresh_lock:
+            fresh = self._fresh.setdefault(key, FreshReads())
+        return fresh.get(lambda: self._observe(containers))
+
+    def _observe(self, containers: dict[str, str]) -> tuple[dict[str, Observed], bool]:
         try:
             client = self.reader()
             return {env: observe(client, name, digests=self.digests) for env, name in containers.items()}, True

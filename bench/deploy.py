@@ -9,8 +9,11 @@ For scale, an "engine floor" contender makes the same Engine API calls from this
 client, the agent included, can do the four steps faster. The contenders take turns, one warm-up round first,
 then RUNS timed rounds; medians are reported.
 
-Targets: `apply` end to end <= 1.0x the CLI sequence; the agent's own time (the audit log's `deployment_started`
-to `deployment_finished`, i.e. from the 202 to the final record) <= 0.7x the CLI sequence and <= 0.15x Ansible.
+`deployplan apply` runs as an operator runs it: the console script of a fresh venv with this checkout installed.
+
+Targets (ratios in the same run): `apply` end to end <= 1.25x the CLI sequence; the agent's own time (the audit
+log's `deployment_started` to `deployment_finished`, i.e. from the 202 to the final record) <= 1.10x the engine
+floor, and <= 0.15x Ansible when it runs.
 
 Run: python bench/deploy.py [--ansible VENV]   (VENV: a venv with `pip install ansible requests`)
 """
@@ -41,6 +44,7 @@ from harness import (
     Lab,
     Target,
     fmt,
+    installed_venv,
     lab,
     machine,
     median,
@@ -83,6 +87,7 @@ class Bench:
     workspace: Path
     cli_env: dict[str, str]
     runtime: dict[str, str]
+    venv: Path
     deployment_ids: list[str] = field(default_factory=list)
 
     @property
@@ -143,7 +148,7 @@ def docker_sdk(b: Bench) -> None:
 
 
 def apply(b: Bench) -> None:
-    argv = [sys.executable, "-m", "runner", "apply", "plans/runtime.yaml", "--env", "dev", "--tag", TAG]
+    argv = [str(b.venv / "bin" / "deployplan"), "apply", "plans/runtime.yaml", "--env", "dev", "--tag", TAG]
     out = run([*argv, "--repository", REPOSITORY], env=b.cli_env, cwd=b.workspace)
     found = re.search(r"deployment (\w+) accepted", out)
     if found is None or "deployed and verified" not in out:
@@ -237,14 +242,11 @@ def setup(lab_: Lab) -> Bench:
     (workspace / "plans" / "runtime.yaml").write_text(text, "utf-8")
     (workspace / "infra" / "ENV_SCHEMA.md").write_text((lab.REPO_ROOT / "infra" / "ENV_SCHEMA.md").read_text())
     runtime = lab_.runtime_env()
-    cli_env = {
-        **clean_environ(),
-        **runtime,
-        "PYTHONPATH": str(lab.REPO_ROOT),
-        "DEPLOY_AGENT_URL": server.url,
-        "DEPLOY_AGENT_TOKEN": lab_.token,
-    }
-    return Bench(lab=lab_, ref=ref, state_dir=state_dir, workspace=workspace, cli_env=cli_env, runtime=runtime)
+    cli_env = {**clean_environ(), **runtime, "DEPLOY_AGENT_URL": server.url, "DEPLOY_AGENT_TOKEN": lab_.token}
+    venv = installed_venv(lab_.root)
+    return Bench(
+        lab=lab_, ref=ref, state_dir=state_dir, workspace=workspace, cli_env=cli_env, runtime=runtime, venv=venv
+    )
 
 
 def agent_seconds(state_dir: Path, deployment_ids: list[str]) -> list[float]:
@@ -304,8 +306,8 @@ def report(samples: dict[str, list[float]], ansible_skipped: str | None) -> int:
         print(f"ansible-playbook: SKIP ({ansible_skipped})")
     apply, agent = medians["deployplan apply"], medians["agent (202 -> final record)"]
     targets = [
-        Target("apply end to end vs docker CLI", apply, "s", 1.0, cli, "docker CLI", per_baseline=True),
-        Target("agent's own time vs docker CLI", agent, "s", 0.7, cli, "docker CLI", per_baseline=True),
+        Target("apply end to end vs docker CLI", apply, "s", 1.25, cli, "docker CLI", per_baseline=True),
+        Target("agent's own time vs engine floor", agent, "s", 1.10, floor, "engine floor", per_baseline=True),
     ]
     if "ansible-playbook" in medians:
         playbook = medians["ansible-playbook"]

@@ -212,6 +212,19 @@ def rss_mb(pid: int) -> float:
 # -- the lab
 
 
+def installed_venv(root: Path) -> Path:
+    """A fresh venv (no system site-packages) with this checkout installed as an operator installs it: its
+    `bin/deployplan` is the console script pip writes, with nothing of this machine's Python on its path."""
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    return venv
+
+
 def write_dockerfile_context(root: Path, dockerfile: str) -> Path:
     context = Path(tempfile.mkdtemp(prefix="context-", dir=root))
     (context / "Dockerfile").write_text(dockerfile, "utf-8")
@@ -281,7 +294,7 @@ class Lab:
         return env
 
     def agent(self, *, state_dir: Path | None = None, wait: bool = True) -> lab.AgentServer:
-        """The real agent under gunicorn (the project's config: 2 gthread workers x 4 threads)."""
+        """The real agent under gunicorn (the project's config: 2 gthread workers x 16 threads)."""
         state_dir = state_dir or Path(tempfile.mkdtemp(prefix="state-", dir=self.root))
         log_path = state_dir.parent / f"agent-{len(self.agents)}.log"
         server = lab.AgentServer(self.agent_env(state_dir), log_path=log_path, command=AGENT_COMMAND)
@@ -294,9 +307,10 @@ class Lab:
     def runtime_env(self) -> dict[str, str]:
         return {"RUNTIME_ENV": "dev", "RUNTIME_LOG_LEVEL": "info", "RUNTIME_API_TOKEN": secrets.token_hex(12)}
 
-    def plan(self, tag: str, *, verify_timeout: int = 10, stop_timeout: int = 0) -> dict[str, Any]:
-        """plans/runtime.yaml rendered for dev and `tag` by the real renderer, with `stable_for: 0`."""
+    def plan(self, tag: str, *, verify_timeout: int = 10, stop_timeout: int = 0, stable_for: int = 0) -> dict[str, Any]:
+        """plans/runtime.yaml rendered for dev and `tag` by the real renderer (`stable_for: 0` unless given)."""
         raw = plan_text(self.registry.host, verify_timeout=verify_timeout, stop_timeout=stop_timeout)
+        raw = raw.replace("stable_for: 0\n", f"stable_for: {stable_for}\n")
         return load_plan(raw.encode(), source="runtime.yaml", env="dev", tag=tag, repository=REPOSITORY).data
 
     def close(self) -> None:

@@ -1,19 +1,22 @@
 """The demo: the whole job end to end on this machine, printing every command before it runs it.
 
 A local registry with two versions of the example runtime, the real agent under gunicorn on loopback
-(token auth, state in a temporary directory), then lint, dry-run, apply, a failing apply, status and
-audit verify with the real CLI. Everything it starts or creates is removed at the end.
+(token auth, state in a temporary directory), then with the real CLI: lint, dry-run, apply, a failing apply,
+the day-2 reads (history, the runtime's logs), a recovery, status, prune, and audit verify against the head
+apply printed; and the read-only page. Everything it starts or creates is removed at the end.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import docker
@@ -30,13 +33,27 @@ def banner(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
 
 
-def deployplan(*args: str, cwd: Path, env: dict[str, str], shown_env: str = "", expect: int = 0) -> None:
-    """Run the real CLI, showing the command first; stop the demo if it exits otherwise than expected."""
+def deployplan(*args: str, cwd: Path, env: dict[str, str], shown_env: str = "", expect: int = 0) -> str:
+    """Run the real CLI, showing the command and its output; stop the demo if it exits otherwise than expected.
+    Returns what it printed on stdout."""
     print(f"$ {shown_env}deployplan {shlex.join(args)}", flush=True)
-    code = subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, env=env).returncode
-    print(f"(exit {code})", flush=True)
-    if code != expect:
-        raise SystemExit(f"demo: expected exit {expect}, got {code}")
+    result = subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    print(result.stdout + result.stderr, end="", flush=True)
+    print(f"(exit {result.returncode})", flush=True)
+    if result.returncode != expect:
+        raise SystemExit(f"demo: expected exit {expect}, got {result.returncode}")
+    return result.stdout
+
+
+def page(url: str, token: str) -> None:
+    """What a person's browser gets at the agent's URL: the read-only page (here with the demo's token)."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        html = response.read().decode("utf-8")
+        print(f"GET {url} -> {response.status} {response.headers['Content-Type']}")
+        print(f"  Content-Security-Policy: {response.headers['Content-Security-Policy']}")
+    title = re.search(r"<title>(.*?)</title>", html)
+    print(f"  <title>{title.group(1) if title else '?'}</title>, {html.count('<tr>') - 1} deployments listed")
 
 
 def workspace(root: Path, registry: str) -> Path:
@@ -136,11 +153,21 @@ def main() -> None:
         )
         banner("status: dev is not running; the failed container is kept, stopped, for inspection")
         deployplan("status", cwd=ws, env=cli_env)
+        banner("no SSH needed: who deployed what, and what the runtime said")
+        deployplan("history", "--env", "dev", cwd=ws, env=cli_env)
+        deployplan("logs", "--env", "dev", "--tail", "6", cwd=ws, env=cli_env)
         banner(f"recover by hand: deploy {SECOND} again with its variables")
-        deployplan("apply", *plan, "--tag", SECOND, cwd=ws, env=cli_env, shown_env=shown)
+        applied = deployplan("apply", *plan, "--tag", SECOND, cwd=ws, env=cli_env, shown_env=shown)
         deployplan("status", "--env", "dev", cwd=ws, env=cli_env)
-        banner("the audit log's hash chain")
-        deployplan("audit", "verify", str(state / "audit.jsonl"), cwd=ws, env=cli_env)
+        banner(f"old images: list what a prune keeping 1 would remove ({FIRST}), then remove it")
+        deployplan("prune", "--keep", "1", cwd=ws, env=cli_env)
+        deployplan("prune", "--keep", "1", "--yes", cwd=ws, env=cli_env)
+        banner("the audit log's hash chain, checked against the head apply printed (kept off the server)")
+        head = re.search(r"^audit head (\d+:[0-9a-f]{64}) ", applied, re.MULTILINE)
+        anchor = ["--anchor", head.group(1)] if head else []
+        deployplan("audit", "verify", str(state / "audit.jsonl"), *anchor, cwd=ws, env=cli_env)
+        banner("the read-only page a person opens in a browser (through Cloudflare Access on a server)")
+        page(f"{agent.url}/", token)
         print("\ndemo: done")
     finally:
         banner("cleaning up: agent, containers, images, registry")
