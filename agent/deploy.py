@@ -15,7 +15,8 @@ from typing import Any
 
 from agent.auditlog import AuditError
 from agent.config import Config
-from agent.dockerio import DOCKER_ERRORS, DockerAccess, observe, read_logs
+from agent.containerlogs import read_logs
+from agent.dockerio import DOCKER_ERRORS, DockerAccess, observe
 from agent.executor import ActionFailed, Executor
 from agent.ledger import Ledger
 from agent.lock import DeployLock

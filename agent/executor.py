@@ -8,7 +8,8 @@ from typing import Any
 
 import docker
 
-from agent.dockerio import DOCKER_ERRORS, PullStream, PullTimedOut, image_digest
+from agent.dockerio import DOCKER_ERRORS, image_digest
+from agent.pullstream import PullStream, PullTimedOut
 from runner.core.secrets import Secret, reveal
 from runner.core.steps import Action
 

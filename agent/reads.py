@@ -11,7 +11,8 @@ import docker.errors
 
 from agent.auditlog import AuditError
 from agent.config import Config
-from agent.dockerio import DOCKER_ERRORS, DockerAccess, read_logs
+from agent.containerlogs import read_logs
+from agent.dockerio import DOCKER_ERRORS, DockerAccess
 from agent.errors import AuditBroken, DockerUnavailable, NotFound
 from agent.ledger import Ledger
 from agent.recovery import reconcile

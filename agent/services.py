@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from typing import Any
 
 from agent import statedir
 from agent.admission import Admission
@@ -11,6 +13,7 @@ from agent.auditlog import AuditLog
 from agent.auth import Authenticator, make_authenticator
 from agent.config import Config
 from agent.dockerio import Connect, DockerAccess, connect
+from agent.enginereader import EngineReader
 from agent.ledger import Ledger
 from agent.logs import log
 from agent.metrics import AgentCollector
@@ -43,7 +46,7 @@ class Services:
         if ledger.broken:
             log("audit log broken: deploys refused until an operator acts", level=logging.ERROR, reason=ledger.broken)
         reconcile(ledger, lock_path)
-        docker = DockerAccess(docker_connect)
+        docker = DockerAccess(docker_connect, reader=_lean_reader if docker_connect is connect else None)
         return cls(
             config=config,
             auth=make_authenticator(config),
@@ -54,3 +57,10 @@ class Services:
             pruner=Pruner(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
             metrics=AgentCollector(config=config, ledger=ledger, docker=docker),
         )
+
+
+def _lean_reader() -> Any:
+    """The Engine API reader of this process's DOCKER_HOST: the lean one, else (TLS) the SDK's client."""
+    return EngineReader.from_environ(os.environ, timeout=DockerAccess.STATUS_TIMEOUT) or connect(
+        timeout=DockerAccess.STATUS_TIMEOUT
+    )

@@ -40,10 +40,12 @@ def printable(text: str) -> str:
     return "".join(f"\\u{ord(c):04x}" if ord(c) > 0x7F and unicodedata.category(c) == "Cf" else c for c in out)
 
 
-def clip_line(line: str, limit: int) -> str:
-    """A line cut to at most `limit` UTF-8 bytes (plus a note saying so)."""
+def clip_line(line: str, limit: int, *, size: int | None = None) -> str:
+    """A line cut to at most `limit` UTF-8 bytes (plus a note saying so). `size` is the line's real size when
+    the caller already dropped what it could never show (a 10 MB line is not kept whole to be cut here)."""
     data = line.encode("utf-8", "surrogatepass")
-    if len(data) <= limit:
+    size = max(size or 0, len(data))
+    if size <= limit:
         return line
     kept = data[:limit].decode("utf-8", "ignore")
-    return kept + CUT_MARK.format(size=len(data), limit=limit)
+    return kept + CUT_MARK.format(size=size, limit=limit)
