@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker.errors
 
@@ -20,6 +20,7 @@ from agent.state import State
 from runner import __version__
 from runner.core.facts import Observed
 from runner.core.secrets import Masker
+from runner.core.shapes import EnvironmentStatusDict, LastDeploymentDict, StatusDict
 
 AUDIT_PAGE, AUDIT_PAGE_BYTES = 1000, 1024 * 1024
 # A long poll ends well before a tunnel's 100 s response limit.
@@ -37,7 +38,7 @@ class Reads:
     docker: DockerAccess
     lock_path: Path
 
-    def status(self, env: str | None) -> dict[str, Any]:
+    def status(self, env: str | None) -> StatusDict:
         names = [self._served(env)] if env is not None else list(self.config.environments)
         reconcile(self.ledger, self.lock_path)
         running, last = self.ledger.read(lambda s: (s.running, last_deployments(s, names)))
@@ -142,12 +143,14 @@ class Reads:
         return env
 
 
-def last_deployments(state: State, names: list[str]) -> dict[str, dict[str, Any] | None]:
+def last_deployments(state: State, names: list[str]) -> dict[str, LastDeploymentDict | None]:
     """Each environment's last deployment, as `last_deployment` of /v1/status (new dicts: safe outside the lock)."""
-    return {name: state.deployment_summary(state.last_by_env.get(name)) for name in names}
+    return {
+        name: cast(LastDeploymentDict | None, state.deployment_summary(state.last_by_env.get(name))) for name in names
+    }
 
 
-def environment_entry(current: Observed, last: dict[str, Any] | None) -> dict[str, Any]:
+def environment_entry(current: Observed, last: LastDeploymentDict | None) -> EnvironmentStatusDict:
     """One environment of /v1/status."""
     return {
         "container": current.name,

@@ -1,5 +1,6 @@
-"""The shapes of the agent's answers that the CLI reads: one definition for the side that writes and the side
-that reads (see schemas/agent-api.openapi.yaml for the full document)."""
+"""The shapes of the agent's answers: the status answer is built with them, the CLI reads every answer through
+them, and the OpenAPI document (schemas/agent-api.openapi.yaml) says the same, checked against the running agent
+by the contract tests. (Deployments are folded from the audit log as plain dicts of this shape.)"""
 
 from __future__ import annotations
 

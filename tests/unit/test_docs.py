@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import stepdocs
+
 from runner.cli.main import COMMANDS
 from runner.cli.options import _HELP, _OPTIONS
 
