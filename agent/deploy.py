@@ -56,6 +56,7 @@ class Deployment:
     container_id: str | None = field(default=None)
     current_step: str = field(default="pull")
     masker: Masker = field(init=False)
+    _reader: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.masker = self.request.masker()
@@ -151,25 +152,36 @@ class Deployment:
     def observe(self) -> Observed:
         container = self.request.environment.container
         try:
-            with self.docker.connect(timeout=30) as client:
-                return observe(client, container)
+            return observe(self.reader(), container)
         except DOCKER_ERRORS as e:
             raise StepFailed("stop_remove", f"Docker: cannot inspect {container}: {e}") from e
+
+    def reader(self) -> Any:
+        """The deployment's one client for what it reads from Docker (what runs, the new container's logs)."""
+        if self._reader is None:
+            self._reader = self.docker.connect(timeout=30)
+        return self._reader
+
+    def close(self) -> None:
+        """Close the deployment's Docker clients."""
+        self.executor.close()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def container_logs(self) -> list[str]:
         """The new container's last lines, masked (a runtime may print its own configuration) and bounded."""
         if self.container_id is None:
             return []
         try:
-            with self.docker.connect(timeout=30) as client:
-                tail = read_logs(
-                    client,
-                    self.container_id,
-                    tail=LOG_LINES,
-                    masker=self.masker,
-                    line_limit=LOG_LINE_BYTES,
-                    total_limit=LOG_TAIL_BYTES,
-                )
+            tail = read_logs(
+                self.reader(),
+                self.container_id,
+                tail=LOG_LINES,
+                masker=self.masker,
+                line_limit=LOG_LINE_BYTES,
+                total_limit=LOG_TAIL_BYTES,
+            )
         except DOCKER_ERRORS as e:
             return [self.foreign(f"(the container's logs could not be read: {e})")]
         lines = [line.text for line in tail.lines]
@@ -211,4 +223,5 @@ def run_in_background(deployment: Deployment, lock: DeployLock) -> None:
                 deployment_id=deployment.id,
             )
     finally:
+        deployment.close()
         lock.release()

@@ -48,7 +48,8 @@ class DigestCache:
 
 
 def observe(client: docker.APIClient, name: str, *, digests: DigestCache | None = None) -> Observed:
-    """Inspect the container by its server-owned name; raises DOCKER_ERRORS when Docker is unreachable."""
+    """Inspect the container by its server-owned name (its image's digest too, through `digests`; without them,
+    no digest: a deploy's stop_remove needs none); raises DOCKER_ERRORS when Docker is unreachable."""
     try:
         attrs: dict[str, Any] = client.inspect_container(name)
     except docker.errors.NotFound:
@@ -61,9 +62,9 @@ def observe(client: docker.APIClient, name: str, *, digests: DigestCache | None 
         # Docker's transient "removing" is not a state the API promises: it is reported as unknown.
         state=state.get("Status") if state.get("Status") in STATES else "unknown",
         image=image,
-        digest=(digests or DigestCache()).get(
-            client, attrs["Image"], repository=image.rpartition(":")[0] if image else None
-        ),
+        digest=None
+        if digests is None
+        else digests.get(client, attrs["Image"], repository=image.rpartition(":")[0] if image else None),
         started_at=_time(state.get("StartedAt")),
         restart_count=int(attrs.get("RestartCount", 0)),
         labels=attrs["Config"].get("Labels") or {},

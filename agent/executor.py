@@ -14,6 +14,8 @@ from runner.core.secrets import Secret, reveal
 from runner.core.steps import Action
 
 POLL_SECONDS = 0.1
+# The client's timeout for a call that names none (create, start, inspect, update); stop adds its grace to it.
+CALL_TIMEOUT = 60
 
 
 class ActionFailed(Exception):
@@ -33,6 +35,19 @@ class Executor:
         self._connect = connect
         self._env = env
         self._registry_auth = registry_auth
+        self._kept: docker.APIClient | None = None
+
+    def client(self) -> docker.APIClient:
+        """One client for the whole deployment (a new one per action costs a few ms each): each call that may
+        wait long (a pull, a stop, the verify polls) carries its own timeout."""
+        if self._kept is None:
+            self._kept = self._connect(timeout=CALL_TIMEOUT)
+        return self._kept
+
+    def close(self) -> None:
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
 
     def perform(self, action: Action) -> dict[str, Any]:
         """Do one action; returns what it learned (a digest, a container id); raises ActionFailed."""
@@ -50,23 +65,23 @@ class Executor:
     def _pull(self, *, repository: str, tag: str, timeout: int, known_digest: str | None) -> dict[str, Any]:
         stream_digest: str | None = None
         auth = {k: reveal(v) for k, v in self._registry_auth.items()} if self._registry_auth else None
-        with self._connect(timeout=timeout) as client:
-            try:
-                # The engine's streaming pull, bounded from outside: the SDK's own pull waits without a timeout.
-                with PullStream(client, repository, tag, auth=auth, deadline=time.monotonic() + timeout) as records:
-                    for record in records:
-                        if "error" in record or "errorDetail" in record:
-                            detail = record.get("errorDetail", {}).get("message") or record.get("error")
-                            raise ActionFailed(f"pull of {repository}:{tag} failed: {detail}")
-                        if str(record.get("status", "")).startswith("Digest: "):
-                            # The registry's word for what this tag names now (an image may carry several).
-                            stream_digest = record["status"].removeprefix("Digest: ").strip()
-            except PullTimedOut:
-                raise ActionFailed(
-                    f"pull of {repository}:{tag} did not finish within its timeout of {timeout} s; the connection "
-                    "to Docker was closed, which stops the pull"
-                ) from None
-            digest = stream_digest or image_digest(client, f"{repository}:{tag}", repository=repository)
+        client = self.client()
+        try:
+            # The engine's streaming pull, bounded from outside: the SDK's own pull waits without a timeout.
+            with PullStream(client, repository, tag, auth=auth, deadline=time.monotonic() + timeout) as records:
+                for record in records:
+                    if "error" in record or "errorDetail" in record:
+                        detail = record.get("errorDetail", {}).get("message") or record.get("error")
+                        raise ActionFailed(f"pull of {repository}:{tag} failed: {detail}")
+                    if str(record.get("status", "")).startswith("Digest: "):
+                        # The registry's word for what this tag names now (an image may carry several).
+                        stream_digest = record["status"].removeprefix("Digest: ").strip()
+        except PullTimedOut:
+            raise ActionFailed(
+                f"pull of {repository}:{tag} did not finish within its timeout of {timeout} s; the connection "
+                "to Docker was closed, which stops the pull"
+            ) from None
+        digest = stream_digest or image_digest(client, f"{repository}:{tag}", repository=repository)
         if digest is None:
             raise ActionFailed(f"pulled {repository}:{tag} but Docker reports no registry digest for it")
         if known_digest and digest != known_digest:
@@ -77,13 +92,11 @@ class Executor:
         return {"digest": digest}
 
     def _stop(self, *, container: str, timeout: int) -> dict[str, Any]:
-        with self._connect(timeout=timeout + 30) as client:
-            client.stop(container, timeout=timeout)
+        self.client().stop(container, timeout=timeout)  # the SDK waits the client's timeout plus the grace
         return {}
 
     def _remove(self, *, container: str) -> dict[str, Any]:
-        with self._connect(timeout=60) as client:
-            client.remove_container(container, force=True)
+        self.client().remove_container(container, force=True)
         return {}
 
     def _create(
@@ -98,58 +111,54 @@ class Executor:
         env_names: list[str],
     ) -> dict[str, Any]:
         environment = {n: reveal(self._env[n]) for n in env_names}
-        with self._connect(timeout=60) as client:
-            host_config = client.create_host_config(
-                binds=binds, restart_policy={"Name": restart_policy}, log_config=log_config
-            )
-            created = client.create_container(
-                image, name=name, environment=environment, labels=labels, host_config=host_config, detach=True
-            )
+        client = self.client()
+        host_config = client.create_host_config(
+            binds=binds, restart_policy={"Name": restart_policy}, log_config=log_config
+        )
+        created = client.create_container(
+            image, name=name, environment=environment, labels=labels, host_config=host_config, detach=True
+        )
         return {"container_id": created["Id"]}
 
     def _start(self, *, name: str) -> dict[str, Any]:
-        with self._connect(timeout=60) as client:
-            client.start(name)
+        self.client().start(name)
         return {}
 
     def _wait_stable(self, *, container: str, timeout: int, stable_for: int) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         running_since: float | None = None
-        with self._connect(timeout=30) as client:
-            while True:
-                attrs = client.inspect_container(container)
-                state, restarts = attrs["State"], int(attrs.get("RestartCount", 0))
-                health = (state.get("Health") or {}).get("Status")
-                if restarts:
-                    raise ActionFailed(
-                        f"{container} restarted {restarts} time(s) (last exit code {state.get('ExitCode')})"
-                    )
-                if state["Status"] in ("exited", "dead"):
-                    raise ActionFailed(f"{container} exited with code {state.get('ExitCode')}")
-                if health == "unhealthy":
-                    raise ActionFailed(f"{container} is unhealthy: {_last_health_output(state)}")
-                now = time.monotonic()
-                if state["Status"] == "running":
-                    running_since = running_since if running_since is not None else now
-                    if now - running_since >= stable_for and health in (None, "healthy"):
-                        return {}
-                else:
-                    running_since = None
-                if now >= deadline:
-                    raise ActionFailed(
-                        f"{container} was not stable within {timeout} s (state {state['Status']}, "
-                        f"health {health or 'none'}, needed {stable_for} s up)"
-                    )
-                time.sleep(POLL_SECONDS)
+        client = self.client()
+        while True:
+            attrs = client.inspect_container(container)
+            state, restarts = attrs["State"], int(attrs.get("RestartCount", 0))
+            health = (state.get("Health") or {}).get("Status")
+            if restarts:
+                raise ActionFailed(f"{container} restarted {restarts} time(s) (last exit code {state.get('ExitCode')})")
+            if state["Status"] in ("exited", "dead"):
+                raise ActionFailed(f"{container} exited with code {state.get('ExitCode')}")
+            if health == "unhealthy":
+                raise ActionFailed(f"{container} is unhealthy: {_last_health_output(state)}")
+            now = time.monotonic()
+            if state["Status"] == "running":
+                running_since = running_since if running_since is not None else now
+                if now - running_since >= stable_for and health in (None, "healthy"):
+                    return {}
+            else:
+                running_since = None
+            if now >= deadline:
+                raise ActionFailed(
+                    f"{container} was not stable within {timeout} s (state {state['Status']}, "
+                    f"health {health or 'none'}, needed {stable_for} s up)"
+                )
+            time.sleep(POLL_SECONDS)
 
     def stop_for_inspection(self, container: str, *, timeout: int) -> None:
         """Stop a failed new container and keep it; no restart policy may start it again, even after a reboot."""
         try:
-            with self._connect(timeout=timeout + 30) as client:
-                # Stop first: Docker refuses to update a container while its restart policy is restarting it,
-                # and an explicitly stopped container is not restarted by its policy (until dockerd restarts).
-                client.stop(container, timeout=timeout)
-                client.update_container(container, restart_policy={"Name": "no"})
+            # Stop first: Docker refuses to update a container while its restart policy is restarting it,
+            # and an explicitly stopped container is not restarted by its policy (until dockerd restarts).
+            self.client().stop(container, timeout=timeout)
+            self.client().update_container(container, restart_policy={"Name": "no"})
         except DOCKER_ERRORS as e:
             raise ActionFailed(f"could not stop {container}: {_explain(e)}") from e
 

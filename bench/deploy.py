@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -89,6 +89,8 @@ class Bench:
     runtime: dict[str, str]
     venv: Path
     deployment_ids: list[str] = field(default_factory=list)
+    # Each apply's deployment id, and when its process started and ended (wall clock, as the audit log's times).
+    apply_spans: list[tuple[str, datetime, datetime]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -149,11 +151,14 @@ def docker_sdk(b: Bench) -> None:
 
 def apply(b: Bench) -> None:
     argv = [str(b.venv / "bin" / "deployplan"), "apply", "plans/runtime.yaml", "--env", "dev", "--tag", TAG]
+    began = datetime.now(UTC)
     out = run([*argv, "--repository", REPOSITORY], env=b.cli_env, cwd=b.workspace)
+    ended = datetime.now(UTC)
     found = re.search(r"deployment (\w+) accepted", out)
     if found is None or "deployed and verified" not in out:
         raise lab.LabError(f"apply did not deploy:\n{out}")
     b.deployment_ids.append(found.group(1))
+    b.apply_spans.append((found.group(1), began, ended))
 
 
 def playbook(b: Bench) -> list[dict[str, object]]:
@@ -249,14 +254,38 @@ def setup(lab_: Lab) -> Bench:
     )
 
 
-def agent_seconds(state_dir: Path, deployment_ids: list[str]) -> list[float]:
-    """Per deployment: the audit `time` of deployment_finished minus that of deployment_started."""
+def audit_times(state_dir: Path) -> dict[tuple[str, str], datetime]:
+    """(deployment id, event) -> the audit record's time, for deployment_started and deployment_finished."""
     times: dict[tuple[str, str], datetime] = {}
     for line in (state_dir / "audit.jsonl").read_text("utf-8").splitlines():
         record = json.loads(line)
         if record["event"] in ("deployment_started", "deployment_finished"):
             times[record["deployment_id"], record["event"]] = datetime.fromisoformat(record["time"])
+    return times
+
+
+def agent_seconds(state_dir: Path, deployment_ids: list[str]) -> list[float]:
+    """Per deployment: the audit `time` of deployment_finished minus that of deployment_started."""
+    times = audit_times(state_dir)
     return [(times[i, "deployment_finished"] - times[i, "deployment_started"]).total_seconds() for i in deployment_ids]
+
+
+def apply_phases(b: Bench) -> dict[str, list[float]]:
+    """Where an apply's time goes: its process start until the agent recorded the deployment (CLI start, rendering,
+    validation, the POST), the agent's own time, and from the final record to the process's end (learning the
+    end through the long poll, the /v1/status check, exiting)."""
+    times = audit_times(b.state_dir)
+    phases: dict[str, list[float]] = {
+        "  until deployment_started": [],
+        "  agent": [],
+        "  after deployment_finished": [],
+    }
+    for deployment_id, began, ended in b.apply_spans[1:]:  # not the warm-up
+        started, finished = times[deployment_id, "deployment_started"], times[deployment_id, "deployment_finished"]
+        phases["  until deployment_started"].append((started - began).total_seconds())
+        phases["  agent"].append((finished - started).total_seconds())
+        phases["  after deployment_finished"].append((ended - finished).total_seconds())
+    return phases
 
 
 def measure(b: Bench, contenders: dict[str, Callable[[Bench], None]]) -> dict[str, list[float]]:
@@ -289,6 +318,7 @@ def main() -> int:
         samples = measure(b, contenders)
         b.deployment_ids[:] = b.deployment_ids[1:]  # the warm-up deploy
         samples["agent (202 -> final record)"] = agent_seconds(b.state_dir, b.deployment_ids)
+        samples |= apply_phases(b)
     return report(samples, playbook_or_reason if isinstance(playbook_or_reason, str) else None)
 
 

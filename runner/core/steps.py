@@ -59,7 +59,8 @@ def stop_remove(plan: Plan, facts: Facts) -> list[Action]:
         nothing = f"no container named {current.name}: nothing to stop or remove"
         return [Action("nothing", nothing, nothing)]
     actions = []
-    if current.state in STOPPABLE:
+    # With no grace, stopping is killing: the forced remove kills and removes in one engine call.
+    if current.state in STOPPABLE and grace > 0:
         actions.append(
             Action(
                 "stop",
@@ -68,9 +69,13 @@ def stop_remove(plan: Plan, facts: Facts) -> list[Action]:
                 {"container": current.id, "timeout": grace},
             )
         )
+    killed = " (SIGKILL: stop_timeout is 0)" if current.state in STOPPABLE and grace == 0 else ""
     actions.append(
         Action(
-            "remove", f"remove {current.name} ({current.image})", f"removed {current.name}", {"container": current.id}
+            "remove",
+            f"remove {current.name} ({current.image}){killed}",
+            f"removed {current.name}",
+            {"container": current.id},
         )
     )
     return actions

@@ -183,6 +183,18 @@ def test_stop_remove_takes_the_grace_period_from_the_plan_and_the_environment_fr
     assert stopping.description.endswith("; SIGTERM, SIGKILL after 5 s)")
 
 
+@pytest.mark.parametrize("state", ["running", "restarting", "paused"])
+def test_with_no_grace_the_forced_remove_kills_in_one_call(state: str) -> None:
+    [removing] = steps.stop_remove(plan(stop_timeout=0), full(current=current(state)))
+    assert (removing.kind, removing.options) == ("remove", {"container": "c-old"})
+    assert removing.description.endswith("(SIGKILL: stop_timeout is 0)")
+
+
+def test_with_no_grace_an_exited_container_is_only_removed() -> None:
+    [removing] = steps.stop_remove(plan(stop_timeout=0), full(current=current("exited")))
+    assert removing.kind == "remove" and "SIGKILL" not in removing.description
+
+
 # -- start
 
 LOCAL_START = (
