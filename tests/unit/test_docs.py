@@ -1,10 +1,13 @@
-"""The docs and the command table are derived from the code, not written twice: checked here."""
+"""What is derived or shipped, checked once here: the steps in the docs, the command table, the schemas."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 import stepdocs
+from jsonschema import Draft202012Validator
 
 from runner.cli.main import COMMANDS
 from runner.cli.options import _HELP, _OPTIONS
@@ -20,3 +23,9 @@ def test_the_steps_in_the_agent_docs_are_the_step_tables_output() -> None:
 
 def test_every_command_has_options_help_and_a_function() -> None:
     assert list(COMMANDS) == list(_OPTIONS) == list(_HELP)
+
+
+@pytest.mark.parametrize("name", ["plan.schema.json", "deploy-request.schema.json"])
+def test_the_shipped_schemas_are_valid_2020_12_schemas(name: str) -> None:
+    """Checked here, once, rather than at every start of the CLI and the agent."""
+    Draft202012Validator.check_schema(json.loads((REPO / "schemas" / name).read_text("utf-8")))
