@@ -17,7 +17,7 @@ from agent.dockerio import DOCKER_ERRORS, DockerAccess
 from agent.errors import AgentError, AuditBroken, Busy, DockerUnavailable, Forbidden, Refused
 from agent.executor import Executor
 from agent.ledger import Ledger
-from agent.lock import try_lock
+from agent.lock import take_lock
 from agent.logs import log
 from agent.reads import environment_entry, last_deployments
 from agent.recovery import mark_interrupted
@@ -109,12 +109,10 @@ class Admission:
         except DOCKER_ERRORS as e:
             raise DockerUnavailable(f"Docker is unreachable; nothing was done: {e}") from e
         try:
-            lock = try_lock(self.lock_path)
-        except OSError as e:
-            raise AuditBroken(f"the state directory cannot be used, so nothing was done: {e}") from e
-        if lock is None:
+            lock = take_lock(self.lock_path)
+        except Busy:
             running = self.ledger.read(lambda s: s.running)
-            raise Busy(f"another deploy or prune is in progress ({running or 'a prune'}); wait for it")
+            raise Busy(f"another deploy or prune is in progress ({running or 'a prune'}); wait for it") from None
         try:
             # Under the lock, before anything is done: the whole chain, old records included, must be intact.
             self.ledger.verify_all()
@@ -122,13 +120,15 @@ class Admission:
                 raise AuditBroken(f"deploys are refused: the audit log is broken: {self.ledger.broken}")
             mark_interrupted(self.ledger)
             deployment, record = self._start_record(request, actor=actor)
+            # Should the thread not start, the lock is released here and the recorded deployment, with no final
+            # record and no worker, is marked interrupted by the next read.
+            threading.Thread(target=run_in_background, args=(deployment, lock), name=f"deploy-{deployment.id}").start()
         except AuditError as e:
             lock.release()
             raise AuditBroken(f"cannot write the audit log, so nothing was done: {e}") from e
         except BaseException:
             lock.release()
             raise
-        threading.Thread(target=run_in_background, args=(deployment, lock), name=f"deploy-{deployment.id}").start()
         return {
             "deployment_id": deployment.id,
             "status_url": f"/v1/deployments/{deployment.id}",

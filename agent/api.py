@@ -6,7 +6,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.exceptions import UnsupportedMediaType
 
 from agent.errors import BadRequest
@@ -14,17 +14,12 @@ from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.metrics import exposition
 from agent.prune import check_body as check_prune
 from agent.reads import MAX_WAIT
-from agent.services import Services
+from agent.services import current as services
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
 health = Blueprint("health", __name__)
 # A plan nests four levels and the request one more; anything far deeper is not a deploy request.
 MAX_DEPTH = 16
-
-
-def services() -> Services:
-    found: Services = current_app.extensions["deployplan"]
-    return found
 
 
 def authenticate() -> None:
@@ -53,7 +48,7 @@ def prune() -> Response:
 @v1.get("/deployments/<deployment_id>")
 def deployment(deployment_id: str) -> Response:
     wait = int_param("wait", 0, int(MAX_WAIT), default=0)
-    after = int_param("after", 0, 2**62, default=None) if "after" in request.args else None
+    after = int_param("after", 0, 2**62, default=None)
     return jsonify(services().reads.deployment(deployment_id, wait=wait, after=after))
 
 
@@ -126,7 +121,7 @@ def since_param(raw: str | None) -> float | None:
         when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         when = None
-    if when is None or when.tzinfo is None:
+    if when is None or when.tzinfo is None or when.timestamp() <= 0:
         raise BadRequest("since must be a number of seconds back (e.g. 600) or an RFC 3339 time with its offset")
     return when.timestamp()
 

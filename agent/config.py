@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.volumes import Mount, parse_volumes, protected_paths
 from runner.core.facts import Target
 from runner.core.render import ENVIRONMENTS
 from runner.core.secrets import Secret
@@ -23,9 +23,6 @@ _TEAM_DOMAIN = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 _CERTS_URL = re.compile(r"https://[^\s/]+/\S*|http://127\.0\.0\.1(?::[0-9]{1,5})?/\S*")
 MIN_TOKEN_LENGTH = 32
 _LOG_SIZE = re.compile(r"[1-9][0-9]{0,5}[kmg]")
-# Where the Docker socket lives when DOCKER_HOST does not say: mounting it (or a folder holding it) into the
-# runtime would hand the runtime root on this host.
-DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 
 
 class ConfigError(Exception):
@@ -34,18 +31,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("the deploy agent cannot start:\n" + "\n".join(f"  - {p}" for p in problems))
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One server-owned bind mount."""
-
-    source: str
-    target: str
-    mode: Literal["rw", "ro"]
-
-    def bind(self) -> str:
-        return f"{self.source}:{self.target}:{self.mode}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +62,10 @@ class Config:
     access_certs_url: str | None
     registry_username: str | None
     registry_password: Secret | None
+    # Where Docker is (DOCKER_HOST, else the local socket), and whether it takes TLS: the SDK's client finds
+    # Docker the standard way itself; the lean reader of status reads needs to know.
+    docker_host: str | None = None
+    docker_tls: bool = False
 
     def target(self, environment: str) -> Target:
         """Everything the server owns for one served environment, as the step builders read it."""
@@ -106,7 +95,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
     state_dir = need("DEPLOY_AGENT_STATE_DIR")
     if state_dir and not Path(state_dir).is_absolute():
         problems.append(f"DEPLOY_AGENT_STATE_DIR={state_dir!r} must be an absolute path")
-    protected = _protected_paths(state_dir, environ)
+    protected = protected_paths(state_dir, environ)
     environments = _environments(need("DEPLOY_AGENT_ENVIRONMENTS"), environ, problems, protected)
     repository = need("DEPLOY_AGENT_IMAGE_REPOSITORY")
     if repository and not _IMAGE_REPOSITORY.fullmatch(repository):
@@ -118,27 +107,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
     if restart and restart not in RESTART_POLICIES:
         problems.append(f"DEPLOY_AGENT_RESTART_POLICY={restart!r} must be one of {', '.join(RESTART_POLICIES)}")
     runtime_logs = _runtime_logs(need("DEPLOY_AGENT_RUNTIME_LOGS"), problems)
-    auth = need("DEPLOY_AGENT_AUTH")
-    token = team = aud = None
-    deployers: dict[str, frozenset[str]] | None = None
-    if auth == "token":
-        token = need("DEPLOY_AGENT_TOKEN")
-        if token and len(token) < MIN_TOKEN_LENGTH:
-            problems.append(f"DEPLOY_AGENT_TOKEN is too short: use at least {MIN_TOKEN_LENGTH} random characters")
-    elif auth == "cloudflare-access":
-        team, aud = need("DEPLOY_AGENT_ACCESS_TEAM_DOMAIN"), need("DEPLOY_AGENT_ACCESS_AUD")
-        if team and not _TEAM_DOMAIN.fullmatch(team):
-            problems.append(
-                f"DEPLOY_AGENT_ACCESS_TEAM_DOMAIN={team!r} must be a host name like acme.cloudflareaccess.com"
-            )
-        deployers = _deployers(environments, environ, problems)
-        certs_url = environ.get("DEPLOY_AGENT_ACCESS_CERTS_URL", "")
-        if certs_url and not _CERTS_URL.fullmatch(certs_url):
-            problems.append(
-                f"DEPLOY_AGENT_ACCESS_CERTS_URL={certs_url!r} must be an https:// URL (http:// only on 127.0.0.1)"
-            )
-    elif auth:
-        problems.append(f"DEPLOY_AGENT_AUTH={auth!r} must be one of {', '.join(AUTH_MODES)}")
+    auth = _auth(need, environ, environments, problems)
     username = environ.get("DEPLOY_AGENT_REGISTRY_USERNAME", "")
     password = environ.get("DEPLOY_AGENT_REGISTRY_PASSWORD", "")
     if bool(username) != bool(password):
@@ -154,16 +123,52 @@ def load_config(environ: Mapping[str, str]) -> Config:
         image_repository=repository,
         restart_policy=restart,
         runtime_logs=runtime_logs,
-        auth=auth,  # type: ignore[arg-type]
-        deployers=deployers,
-        token=Secret(token) if token else None,
-        access_team_domain=team,
-        access_aud=aud,
-        access_certs_url=environ.get("DEPLOY_AGENT_ACCESS_CERTS_URL")
-        or (f"https://{team}/cdn-cgi/access/certs" if team else None),
+        **auth,
         registry_username=username or None,
         registry_password=Secret(password) if password else None,
+        docker_host=environ.get("DOCKER_HOST") or None,
+        docker_tls=bool(environ.get("DOCKER_TLS_VERIFY") or environ.get("DOCKER_CERT_PATH")),
     )
+
+
+def _auth(
+    need: Callable[[str], str], environ: Mapping[str, str], environments: dict[str, Environment], problems: list[str]
+) -> dict[str, Any]:
+    """The authentication (and, with Access, authorization) settings, as Config fields."""
+    auth = need("DEPLOY_AGENT_AUTH")
+    found: dict[str, Any] = {
+        "auth": auth,
+        "token": None,
+        "deployers": None,
+        "access_team_domain": None,
+        "access_aud": None,
+        "access_certs_url": None,
+    }
+    if auth == "token":
+        token = need("DEPLOY_AGENT_TOKEN")
+        if token and len(token) < MIN_TOKEN_LENGTH:
+            problems.append(f"DEPLOY_AGENT_TOKEN is too short: use at least {MIN_TOKEN_LENGTH} random characters")
+        found["token"] = Secret(token) if token else None
+    elif auth == "cloudflare-access":
+        team, aud = need("DEPLOY_AGENT_ACCESS_TEAM_DOMAIN"), need("DEPLOY_AGENT_ACCESS_AUD")
+        if team and not _TEAM_DOMAIN.fullmatch(team):
+            problems.append(
+                f"DEPLOY_AGENT_ACCESS_TEAM_DOMAIN={team!r} must be a host name like acme.cloudflareaccess.com"
+            )
+        certs_url = environ.get("DEPLOY_AGENT_ACCESS_CERTS_URL", "")
+        if certs_url and not _CERTS_URL.fullmatch(certs_url):
+            problems.append(
+                f"DEPLOY_AGENT_ACCESS_CERTS_URL={certs_url!r} must be an https:// URL (http:// only on 127.0.0.1)"
+            )
+        found.update(
+            deployers=_deployers(environments, environ, problems),
+            access_team_domain=team,
+            access_aud=aud,
+            access_certs_url=certs_url or (f"https://{team}/cdn-cgi/access/certs" if team else None),
+        )
+    elif auth:
+        problems.append(f"DEPLOY_AGENT_AUTH={auth!r} must be one of {', '.join(AUTH_MODES)}")
+    return found
 
 
 def _runtime_logs(value: str, problems: list[str]) -> dict[str, Any] | None:
@@ -200,17 +205,6 @@ def _deployers(
     return found
 
 
-def _protected_paths(state_dir: str, environ: Mapping[str, str]) -> dict[str, str]:
-    """Host paths no runtime volume may mount, by what they are: the Docker socket(s) and the state directory."""
-    paths = {os.path.realpath(p): "the Docker socket" for p in DOCKER_SOCKETS}
-    host = environ.get("DOCKER_HOST", "")
-    if host.startswith("unix://"):
-        paths[os.path.realpath(host.removeprefix("unix://"))] = "the Docker socket"
-    if state_dir.startswith("/"):
-        paths[os.path.realpath(state_dir)] = "the agent's state directory (DEPLOY_AGENT_STATE_DIR)"
-    return paths
-
-
 def _environments(
     value: str, environ: Mapping[str, str], problems: list[str], protected: dict[str, str]
 ) -> dict[str, Environment]:
@@ -231,37 +225,9 @@ def _environments(
             problems.append(f"{container_var} is not set (the container name for {name})")
         elif not _CONTAINER_NAME.fullmatch(container):
             problems.append(f"{container_var}={container!r} is not a valid container name")
-        volumes = _volumes(volumes_var, environ.get(volumes_var, "").strip(), problems, protected)
+        volumes = parse_volumes(volumes_var, environ.get(volumes_var, "").strip(), problems, protected)
         served[name] = Environment(name=name, container=container, volumes=volumes)
     containers = [e.container for e in served.values() if e.container]
     if len(set(containers)) != len(containers):
         problems.append("each environment needs its own container name (DEPLOY_AGENT_CONTAINER_<ENV>)")
     return served
-
-
-def _volumes(name: str, value: str, problems: list[str], protected: dict[str, str]) -> tuple[Mount, ...]:
-    if not value:
-        problems.append(f"{name} is not set (comma-separated HOST:CONTAINER[:ro|rw] mounts, or 'none')")
-        return ()
-    if value == "none":
-        return ()
-    mounts = []
-    for item in value.split(","):
-        parts = item.strip().split(":")
-        mode = parts[2] if len(parts) == 3 else "rw"
-        if len(parts) not in (2, 3) or not all(p.startswith("/") for p in parts[:2]) or mode not in ("rw", "ro"):
-            problems.append(f"{name}: {item.strip()!r} is not an absolute HOST:CONTAINER[:ro|rw] mount")
-            continue
-        source = os.path.realpath(parts[0])
-        clash = next((what for path, what in protected.items() if _overlaps(source, path)), None)
-        if clash is not None:
-            problems.append(f"{name}: {item.strip()!r} would mount {clash} into the runtime; mount another folder")
-            continue
-        mounts.append(Mount(source=parts[0], target=parts[1], mode=mode))  # type: ignore[arg-type]
-    return tuple(mounts)
-
-
-def _overlaps(source: str, protected: str) -> bool:
-    """A mount of `source` reaches `protected`: it is that path, a folder holding it, or a path inside it."""
-    holds = source == "/" or protected == source or protected.startswith(source + "/")
-    return holds or source.startswith(protected + "/")

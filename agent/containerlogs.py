@@ -68,7 +68,8 @@ def read_logs(
     kept: deque[LogLine] = deque()
     size = 0
     for time_, stream, raw, whole in heapq.merge(*streams, key=lambda item: _sortable(item[0])):
-        masked = masker.mask(raw.decode("utf-8", "replace"))
+        # What was kept of a long line may end inside a secret: mask that end too, then cut to the limit.
+        masked = masker.mask(raw.decode("utf-8", "replace"), cut=whole > len(raw))
         text = clip_line(masked, line_limit, size=whole if whole > len(raw) else None)
         result.truncated |= text != masked
         kept.append(LogLine(time=time_, stream=stream, text=text))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -48,11 +47,11 @@ class EngineReader:
         self._used = False
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str], *, timeout: float) -> EngineReader | None:
-        """The reader for DOCKER_HOST (else the local socket), or None when it needs TLS (the SDK reads then)."""
-        if environ.get("DOCKER_TLS_VERIFY") or environ.get("DOCKER_CERT_PATH"):
+    def for_host(cls, host: str | None, *, tls: bool, timeout: float) -> EngineReader | None:
+        """The reader for DOCKER_HOST (None: the local socket), or None when it needs TLS (the SDK reads then)."""
+        if tls:
             return None
-        host = environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+        host = host or f"unix://{DEFAULT_SOCKET}"
         if host.startswith("unix://"):
             return cls(_UnixConnection(host.removeprefix("unix://"), timeout=timeout))
         if host.startswith("tcp://"):
@@ -79,7 +78,7 @@ class EngineReader:
                 break
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 self._connection.close()
-                if attempt:
+                if attempt or not self._used:  # a new connection that fails: no second try
                     raise
             except OSError:
                 self._connection.close()

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from agent.auditlog import AuditError, AuditLog
 from agent.logs import log
 from agent.state import State, fold
-from runner.core.chain import ChainBroken, ChainVerifier, Head
+from runner.core.chain import ChainBroken, ChainVerifier
 
 T = TypeVar("T")
 INDEX_EVERY = 1000
@@ -129,10 +129,6 @@ class Ledger:
             return
         if verified.torn_bytes:
             self.repair()  # another worker died mid-append since this one started: repaired as at startup
-
-    def head(self) -> Head | None:
-        """The newest record's place in the chain, as this worker has read it."""
-        return self.read(lambda s: Head(s.last_seq, s.last_hash) if s.last_seq and s.last_hash else None)
 
     @property
     def broken(self) -> str | None:

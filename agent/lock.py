@@ -6,6 +6,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from agent.errors import AuditBroken, Busy
+
 
 class DeployLock:
     """A held flock; released by `release()` or when its process dies (so a killed worker frees it)."""
@@ -40,3 +42,15 @@ def try_lock(path: Path) -> DeployLock | None:
         os.close(fd)
         raise
     return DeployLock(fd)
+
+
+def take_lock(path: Path) -> DeployLock:
+    """The deploy lock for a deploy or a prune: Busy when another holds it, AuditBroken when the state directory
+    cannot be used (nothing is done either way)."""
+    try:
+        lock = try_lock(path)
+    except OSError as e:
+        raise AuditBroken(f"the state directory cannot be used, so nothing was done: {e}") from e
+    if lock is None:
+        raise Busy("another deploy or prune is in progress; wait for it")
+    return lock

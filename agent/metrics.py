@@ -17,6 +17,7 @@ from agent.config import Config
 from agent.dockerio import DockerAccess
 from agent.ledger import Ledger
 from agent.state import State
+from runner.core.facts import Observed
 from runner.core.times import parse
 
 # The exposition format promtool and every Prometheus version read.
@@ -56,51 +57,8 @@ class AgentCollector:
         snapshot = self.ledger.read(Snapshot.of)
         envs = list(self.config.environments)
         observed, reachable = self.docker.observe_all({e: self.config.environments[e].container for e in envs})
-
-        total = CounterMetricFamily(
-            "deployplan_deployments",
-            "Finished deployments by environment and outcome.",
-            labels=["environment", "state"],
-        )
-        last = GaugeMetricFamily(
-            "deployplan_last_deployment_timestamp_seconds",
-            "When the newest deployment in that state finished (Unix time).",
-            labels=["environment", "state"],
-        )
-        for env in envs:
-            for outcome in OUTCOMES:
-                total.add_metric([env, outcome], snapshot.finished.get((env, outcome), 0))
-                when = parse(snapshot.last_finished_at.get((env, outcome)))
-                if when is not None:
-                    last.add_metric([env, outcome], when.timestamp())
-        yield total
-        yield last
-
-        steps = GaugeMetricFamily(
-            "deployplan_step_duration_seconds",
-            "How long each step of the environment's newest finished deployment took.",
-            labels=["environment", "step"],
-        )
-        for env, found in snapshot.newest_steps.items():
-            for step in found:
-                start, end = parse(step.get("started_at")), parse(step.get("finished_at"))
-                if start is not None and end is not None:
-                    steps.add_metric([env, str(step["action"])], (end - start).total_seconds())
-        yield steps
-
-        up = GaugeMetricFamily(
-            "deployplan_runtime_up", "1 when the container is running, else 0.", labels=["environment"]
-        )
-        restarts = GaugeMetricFamily(
-            "deployplan_runtime_restarts", "The container's restart count.", labels=["environment"]
-        )
-        for env in envs:
-            up.add_metric([env], 1 if observed[env].state == "running" else 0)
-            if reachable:
-                restarts.add_metric([env], observed[env].restart_count)
-        yield up
-        yield restarts
-
+        yield from _deployments(snapshot, envs)
+        yield from _runtime(observed, reachable, envs)
         yield GaugeMetricFamily(
             "deployplan_audit_intact",
             "1 while the audit log's chain is intact, 0 when broken.",
@@ -110,6 +68,48 @@ class AgentCollector:
         yield GaugeMetricFamily(
             "deployplan_deploy_in_progress", "1 while a deployment runs, else 0.", 1 if snapshot.running else 0
         )
+
+
+def _deployments(snapshot: Snapshot, envs: list[str]) -> Iterator[Metric]:
+    """What the audit log says: finished deployments, when each outcome last happened, the newest one's steps."""
+    total = CounterMetricFamily(
+        "deployplan_deployments", "Finished deployments by environment and outcome.", labels=["environment", "state"]
+    )
+    last = GaugeMetricFamily(
+        "deployplan_last_deployment_timestamp_seconds",
+        "When the newest deployment in that state finished (Unix time).",
+        labels=["environment", "state"],
+    )
+    for env in envs:
+        for outcome in OUTCOMES:
+            total.add_metric([env, outcome], snapshot.finished.get((env, outcome), 0))
+            when = parse(snapshot.last_finished_at.get((env, outcome)))
+            if when is not None:
+                last.add_metric([env, outcome], when.timestamp())
+    steps = GaugeMetricFamily(
+        "deployplan_step_duration_seconds",
+        "How long each step of the environment's newest finished deployment took.",
+        labels=["environment", "step"],
+    )
+    for env, found in snapshot.newest_steps.items():
+        for step in found:
+            start, end = parse(step.get("started_at")), parse(step.get("finished_at"))
+            if start is not None and end is not None:
+                steps.add_metric([env, str(step["action"])], (end - start).total_seconds())
+    yield from (total, last, steps)
+
+
+def _runtime(observed: dict[str, Observed], reachable: bool, envs: list[str]) -> Iterator[Metric]:
+    """What Docker says now: whether each runtime runs, and its restarts (left out while Docker is unreachable)."""
+    up = GaugeMetricFamily("deployplan_runtime_up", "1 when the container is running, else 0.", labels=["environment"])
+    restarts = GaugeMetricFamily(
+        "deployplan_runtime_restarts", "The container's restart count.", labels=["environment"]
+    )
+    for env in envs:
+        up.add_metric([env], 1 if observed[env].state == "running" else 0)
+        if reachable:
+            restarts.add_metric([env], observed[env].restart_count)
+    yield from (up, restarts)
 
 
 def exposition(collector: AgentCollector) -> bytes:

@@ -21,9 +21,9 @@ from agent.auditlog import AuditError
 from agent.auth import require_deployer
 from agent.config import Config
 from agent.dockerio import DOCKER_ERRORS, DockerAccess
-from agent.errors import AuditBroken, BadRequest, Busy, DockerUnavailable, Forbidden
+from agent.errors import AuditBroken, BadRequest, DockerUnavailable, Forbidden
 from agent.ledger import Ledger
-from agent.lock import try_lock
+from agent.lock import take_lock
 
 MAX_KEEP = 50
 Client: TypeAlias = docker.APIClient  # a module-level name: inside Pruner, `docker` is its DockerAccess field
@@ -121,23 +121,20 @@ class Pruner:
     lock_path: Path
 
     def prune(self, *, keep: int, dry_run: bool, actor: str) -> dict[str, Any]:
-        """Take the deploy lock, list the candidates, and remove them unless this is a dry run (which any reader
-        may ask for; removing needs an identity listed for every served environment)."""
-        if not dry_run:
-            try:
-                require_deployer(self.config, actor, list(self.config.environments), what="prune images")
-            except Forbidden as e:
-                with contextlib.suppress(AuditError):
-                    self.ledger.append("prune_refused", deployment_id=None, actor=actor, reason=e.message)
-                raise
+        """List the candidates; unless this is a dry run, take the deploy lock and remove them. A dry run is a
+        read any identity may make (it takes no lock, so no reader can hold deploys off with it); removing needs
+        an identity listed for every served environment."""
+        if dry_run:
+            return self._prune(keep=keep, dry_run=True, actor=actor)
         try:
-            lock = try_lock(self.lock_path)
-        except OSError as e:
-            raise AuditBroken(f"the state directory cannot be used, so nothing was done: {e}") from e
-        if lock is None:
-            raise Busy("a deploy or another prune is in progress; wait for it")
+            require_deployer(self.config, actor, list(self.config.environments), what="prune images")
+        except Forbidden as e:
+            with contextlib.suppress(AuditError):
+                self.ledger.append("prune_refused", deployment_id=None, actor=actor, reason=e.message)
+            raise
+        lock = take_lock(self.lock_path)
         try:
-            return self._prune(keep=keep, dry_run=dry_run, actor=actor)
+            return self._prune(keep=keep, dry_run=False, actor=actor)
         finally:
             lock.release()
 
@@ -164,26 +161,25 @@ class Pruner:
             self.ledger.append("prune_started", deployment_id=None, actor=actor, **record)
         except AuditError as e:
             raise AuditBroken(f"cannot write the audit log, so nothing was removed: {e}") from e
-        freed = 0
-        for candidate in plan.remove:
+        answer["bytes"] = 0
+        try:
+            for candidate in plan.remove:
+                try:
+                    for reference in candidate.references:  # tags first, then digests: the last frees the image
+                        with contextlib.suppress(docker.errors.NotFound):  # gone with the reference before it
+                            client.remove_image(reference)
+                except DOCKER_ERRORS as e:  # one image refused, or Docker gone midway: said, and on to the next
+                    explained = getattr(e, "explanation", None) or e
+                    answer["errors"].append({"image": candidate.shown(), "message": str(explained)})
+                    continue
+                answer["removed"].append(_entry(candidate))
+                answer["bytes"] += 0 if candidate.shared else candidate.size
+        finally:  # what was removed is recorded, whatever stopped the loop
+            finished = {"removed": answer["removed"], "errors": answer["errors"], "bytes": answer["bytes"]}
             try:
-                for reference in candidate.references:  # tags first, then digests: the last one frees the image
-                    with contextlib.suppress(docker.errors.NotFound):  # gone with the reference before it
-                        client.remove_image(reference)
-            except docker.errors.APIError as e:
-                answer["errors"].append({"image": candidate.shown(), "message": str(e.explanation or e)})
-                continue
-            answer["removed"].append(_entry(candidate))
-            freed += 0 if candidate.shared else candidate.size
-        answer["bytes"] = freed
-        self.ledger.append(
-            "prune_finished",
-            deployment_id=None,
-            actor=actor,
-            removed=answer["removed"],
-            errors=answer["errors"],
-            bytes=freed,
-        )
+                self.ledger.append("prune_finished", deployment_id=None, actor=actor, **finished)
+            except AuditError as e:
+                raise AuditBroken(f"images were removed but the audit log could not record it: {e}") from e
 
     @staticmethod
     def _answer(plan: PrunePlan, *, keep: int, dry_run: bool) -> dict[str, Any]:

@@ -39,7 +39,7 @@ class Reads:
     lock_path: Path
 
     def status(self, env: str | None) -> StatusDict:
-        names = [self._served(env)] if env is not None else list(self.config.environments)
+        names = [self.served(env)] if env is not None else list(self.config.environments)
         reconcile(self.ledger, self.lock_path)
         running, last = self.ledger.read(lambda s: (s.running, last_deployments(s, names)))
         observed, docker_ok = self.docker.observe_all({n: self.config.environments[n].container for n in names})
@@ -75,9 +75,11 @@ class Reads:
     def history(self, env: str | None, limit: int) -> list[dict[str, Any]]:
         """The newest deployments, newest first, without their log tails."""
         if env is not None:
-            self._served(env)
-        found = self.ledger.read(lambda s: s.history(env, limit))
-        return [{k: copy.deepcopy(v) for k, v in d.items() if k != "logs"} for d in found]
+            self.served(env)
+        # Copied under the ledger's lock: another thread's fold may change a deployment meanwhile.
+        return self.ledger.read(
+            lambda s: [{k: copy.deepcopy(v) for k, v in d.items() if k != "logs"} for d in s.history(env, limit)]
+        )
 
     def audit_records(self, after: int) -> tuple[list[dict[str, Any]], bool]:
         """Records with a seq above `after`, oldest first: at most AUDIT_PAGE of them and about AUDIT_PAGE_BYTES;
@@ -92,7 +94,7 @@ class Reads:
 
     def logs(self, env: str, *, tail: int, since: float | None) -> dict[str, Any]:
         """The environment's container output, stdout and stderr in order, masked as a deployment's log tail."""
-        container = self.config.environments[self._served(env)].container
+        container = self.config.environments[self.served(env)].container
         answer: dict[str, Any] = {
             "environment": env,
             "container": container,
@@ -137,7 +139,8 @@ class Reads:
         secret = set(found["env_names"]) - set(found["public_env"])
         return Masker(value for name, value in values.items() if name in secret)
 
-    def _served(self, env: str) -> str:
+    def served(self, env: str) -> str:
+        """`env`, or NotFound when this agent does not serve it."""
         if env not in self.config.environments:
             raise NotFound(f"this agent does not serve the environment {env!r}")
         return env

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from agent.auditlog import AuditError
 from agent.ledger import Ledger
 from agent.lock import try_lock
 from agent.logs import log
@@ -25,6 +26,10 @@ def reconcile(ledger: Ledger, lock_path: Path) -> None:
         return  # a live worker is running it
     try:
         mark_interrupted(ledger)
+    except AuditError as e:
+        # A read must still answer (the log is full or read-only): the deployment stays running in the log,
+        # and the next read tries again.
+        log("interrupted deployment not recorded", level=logging.WARNING, reason=str(e))
     finally:
         lock.release()
 

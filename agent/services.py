@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
+
+from flask import current_app
 
 from agent import statedir
 from agent.admission import Admission
@@ -46,7 +48,8 @@ class Services:
         if ledger.broken:
             log("audit log broken: deploys refused until an operator acts", level=logging.ERROR, reason=ledger.broken)
         reconcile(ledger, lock_path)
-        docker = DockerAccess(docker_connect, reader=_lean_reader if docker_connect is connect else None)
+        reader = partial(_lean_reader, config) if docker_connect is connect else None
+        docker = DockerAccess(docker_connect, reader=reader)
         return cls(
             config=config,
             auth=make_authenticator(config),
@@ -59,8 +62,13 @@ class Services:
         )
 
 
-def _lean_reader() -> Any:
-    """The Engine API reader of this process's DOCKER_HOST: the lean one, else (TLS) the SDK's client."""
-    return EngineReader.from_environ(os.environ, timeout=DockerAccess.STATUS_TIMEOUT) or connect(
-        timeout=DockerAccess.STATUS_TIMEOUT
-    )
+def _lean_reader(config: Config) -> Any:
+    """The Engine API reader of Docker: the lean one, else (TLS) the SDK's client."""
+    found = EngineReader.for_host(config.docker_host, tls=config.docker_tls, timeout=DockerAccess.STATUS_TIMEOUT)
+    return found or connect(timeout=DockerAccess.STATUS_TIMEOUT)
+
+
+def current() -> Services:
+    """The parts of the worker serving this request (for the views)."""
+    found: Services = current_app.extensions["deployplan"]
+    return found

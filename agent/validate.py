@@ -62,6 +62,7 @@ def check_request(body: Any, config: Config) -> tuple[DeployRequest | None, list
         return None, findings
     if "env" in body:
         findings += _env_findings(body["env"])
+    plan = None
     if "plan" in body:
         # Plan findings use paths inside the plan document ($.steps[1].action), as the CLI reports them.
         plan_findings = [
@@ -69,10 +70,10 @@ def check_request(body: Any, config: Config) -> tuple[DeployRequest | None, list
         ]
         findings += plan_findings
         if not plan_findings:  # the server's rules need a valid plan; they run whatever else is wrong
-            findings += _server_rules(Plan(source="request", data=body["plan"]), body, config)
-    if findings:
+            plan = Plan(source="request", data=body["plan"])
+            findings += _server_rules(plan, body, config)
+    if findings or plan is None:
         return None, findings
-    plan = Plan(source="request", data=body["plan"])
     env: dict[str, str | Secret] = {str(name): Secret(value) for name, value in body["env"].items()}
     return DeployRequest(
         plan=plan,

@@ -127,8 +127,8 @@ def _outcome(
         )
     if console.github:
         verified = "yes" if succeeded and problem is None else "no"
-        summary = summary_markdown(deployment, verified=verified, logs=logs)
-        append_summary(console.environ.get("GITHUB_STEP_SUMMARY"), masker.mask(summary))
+        summary = summary_markdown(deployment, verified=verified, logs=logs, mask=masker.mask)
+        append_summary(console.environ.get("GITHUB_STEP_SUMMARY"), summary)
     if not succeeded:
         error: dict[str, Any] = dict(deployment.get("error") or {})
         if logs:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,41 +53,51 @@ def origin(environ: Mapping[str, str]) -> dict[str, str] | None:
     return found or None
 
 
-def summary_markdown(deployment: Mapping[str, Any], *, verified: str, logs: list[str]) -> str:
+def summary_markdown(
+    deployment: Mapping[str, Any], *, verified: str, logs: list[str], mask: Callable[[str], str]
+) -> str:
     """The job summary: who deployed what where and from which run, each step with its state and duration, the
-    audit head to keep, the log tail on failure."""
+    audit head to keep, the log tail on failure. Every value is masked first, then escaped: escaping first would
+    change a secret holding `&`, `<` or `|` so that the mask no longer finds it."""
+
+    def cell(value: object) -> str:
+        return _cell(mask(str(value)))
+
+    def code(value: object) -> str:
+        return _code(mask(str(value)))
+
     started = deployment.get("origin") or {}
     head = deployment.get("audit_head") or {}
-    on_behalf = f" for {_code(started['actor'])}" if started.get("actor") else ""
-    head_text = _code(f"{head.get('seq')}:{head.get('hash')}") if head else "-"
+    on_behalf = f" for {code(started['actor'])}" if started.get("actor") else ""
+    head_text = code(f"{head.get('seq')}:{head.get('hash')}") if head else "-"
     rows = [
         "| | |",
         "|---|---|",
-        f"| environment | {_code(deployment.get('environment'))} |",
-        f"| image | {_code(deployment.get('image'))} |",
-        f"| tag | {_code(deployment.get('tag'))} |",
-        f"| digest | {_code(deployment.get('digest') or '-')} |",
-        f"| actor | {_code(deployment.get('actor'))}{on_behalf} |",
-        f"| workflow run | {_cell(started.get('run_url', '-'))} |",
-        f"| deployment id | {_code(deployment.get('id'))} |",
-        f"| result | **{_cell(deployment.get('state'))}** |",
+        f"| environment | {code(deployment.get('environment'))} |",
+        f"| image | {code(deployment.get('image'))} |",
+        f"| tag | {code(deployment.get('tag'))} |",
+        f"| digest | {code(deployment.get('digest') or '-')} |",
+        f"| actor | {code(deployment.get('actor'))}{on_behalf} |",
+        f"| workflow run | {cell(started.get('run_url', '-'))} |",
+        f"| deployment id | {code(deployment.get('id'))} |",
+        f"| result | **{cell(deployment.get('state'))}** |",
         f"| verified through /v1/status | {verified} |",
         f"| audit head | {head_text} |",
     ]
     steps = ["| step | name | state | duration | message |", "|---|---|---|---|---|"]
     for step in deployment.get("steps", []):
         cells = (step.get("action"), step.get("name"), step.get("state"), duration(step), step.get("message", ""))
-        steps.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    text = f"## deployplan: {deployment.get('environment')} {deployment.get('tag')}\n\n" + "\n".join(rows)
-    text += "\n\n" + "\n".join(steps) + "\n"
+        steps.append("| " + " | ".join(cell(c) for c in cells) + " |")
+    title = f"## deployplan: {cell(deployment.get('environment'))} {cell(deployment.get('tag'))}"
+    text = f"{title}\n\n" + "\n".join(rows) + "\n\n" + "\n".join(steps) + "\n"
     error = deployment.get("error")
     if error:
-        text += f"\n**Failed in {_code(error.get('step'))}:** {html.escape(str(error.get('message')))}\n"
+        text += f"\n**Failed in {code(error.get('step'))}:** {html.escape(mask(str(error.get('message'))))}\n"
     if logs and deployment.get("state") != "succeeded":
         # <pre> with escaped text: a log line cannot close a code fence and become markdown.
         text += (
             "\n<details open><summary>the container's last log lines</summary>\n\n<pre>\n"
-            + "\n".join(html.escape(line) for line in logs)
+            + "\n".join(html.escape(mask(line)) for line in logs)
             + "\n</pre>\n</details>\n"
         )
     return text

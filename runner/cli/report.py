@@ -58,7 +58,10 @@ def dry_run_report(answer: dict[str, Any], *, values: dict[str, str | Secret]) -
         f"  restart policy  {answer.get('restart_policy')} (server-owned)",
         "  variables",
     ]
-    lines += [f"    {name}={values.get(name, '(not sent)')}" for name in answer.get("env", [])]
+    # Secret values print as ****; public ones (Secret: no) as they are, controls shown as escapes.
+    lines += [
+        f"    {printable(name)}={printable(str(values.get(name, '(not sent)')))}" for name in answer.get("env", [])
+    ]
     lines.append("actions, in order:")
     lines += [f"  {n}. {a['step']:<12} {a['description']}" for n, a in enumerate(answer.get("actions", []), start=1)]
     lines.append("change against what runs now:")

@@ -7,8 +7,8 @@ check it with this module, so a record means the same thing on the server and on
 from __future__ import annotations
 
 import json
+import json.encoder
 import re
-from _json import encode_basestring, make_encoder
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from hashlib import sha256
@@ -26,10 +26,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")  # Python would accept NaN and Infinity
 
 
-# Built once. The encoder is json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-# allow_nan=False) minus its per-call setup and cycle check (records are trees); the scanner is
-# JSONDecoder.decode minus its two regex passes. Replaying a large log is mostly these two calls.
-_dump = make_encoder(None, json.JSONEncoder().default, encode_basestring, None, ":", ",", True, False, False)
+# Built once. The canonical form is json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+# allow_nan=False). Replaying a large log is mostly encoding and scanning, so where CPython has its C encoder
+# (json.encoder.c_make_encoder, what JSONEncoder itself uses) it is made once here, without the per-call setup
+# and cycle check (records are trees); the scanner is JSONDecoder.decode minus its two regex passes.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_dump = (
+    None
+    if _C_ENCODER is None
+    else _C_ENCODER(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+)
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
@@ -39,12 +46,8 @@ def canonical(record: Mapping[str, Any]) -> bytes:
 
     Raises ValueError for what has no such form (a lone surrogate, NaN): such a record is never written.
     """
-    return "".join(_dump(record, 0)).encode("utf-8")
-
-
-def record_hash(record: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical form of a record without its `hash` field."""
-    return sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+    text = _ENCODER.encode(record) if _dump is None else "".join(_dump(record, 0))
+    return text.encode("utf-8")
 
 
 def parse(text: str) -> Any:
@@ -87,9 +90,6 @@ class Head:
 
     def __str__(self) -> str:
         return f"{self.seq}:{self.hash}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "hash": self.hash}
 
 
 class ChainVerifier:

@@ -51,6 +51,7 @@ class Masker:
         for value in map(reveal, values):
             pieces.add(value)
             pieces.update(line.strip() for line in value.splitlines())
+        self.min_length = min_length
         self._values = sorted((p for p in pieces if len(p) >= min_length), key=lambda p: (-len(p), p))
         # The longest value in UTF-8 bytes: how far past a cut a secret can reach.
         self.longest = max((len(v.encode("utf-8", "surrogatepass")) for v in self._values), default=0)
@@ -58,11 +59,15 @@ class Masker:
     def __bool__(self) -> bool:
         return bool(self._values)
 
-    def mask(self, text: str) -> str:
+    def mask(self, text: str, *, cut: bool = False) -> str:
+        """The text with every secret value masked. `cut`: the text was cut short of its end, so a secret may
+        stand there only in part; any end of the text that begins a value (3 characters or more) is masked too."""
         for value in self._values:
             if value in text:
                 text = text.replace(value, MASK)
+        if cut:
+            for value in self._values:
+                start = next((n for n in range(len(value) - 1, self.min_length - 1, -1) if text.endswith(value[:n])), 0)
+                if start:
+                    text = text[:-start] + MASK
         return text
-
-    def mask_all(self, lines: Iterable[str]) -> list[str]:
-        return [self.mask(line) for line in lines]

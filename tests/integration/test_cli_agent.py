@@ -149,7 +149,7 @@ class _Impostor(BaseHTTPRequestHandler):
             self.end_headers()
         elif self.path == "/status-down/v1/deploy":
             self.send(202, "application/json", json.dumps({"deployment_id": "0123456789ab"}).encode())
-        elif self.path == "/status-down/v1/deployments/0123456789ab":
+        elif self.path.split("?")[0] == "/status-down/v1/deployments/0123456789ab":  # a long poll or not
             self.send(200, "application/json", json.dumps(_finished_deployment()).encode())
         elif self.path.startswith("/status-down/"):
             error = {"code": "docker_unavailable", "message": "Docker is unreachable", "details": []}
@@ -494,7 +494,7 @@ def test_github_mode_masks_first_groups_each_step_and_writes_the_summary(
         "| environment | `prod` |",
         "| tag | `1.0.0` |",
         f"| digest | `{cli_images.digests['1.0.0']}` |",
-        "| actor | `token` |",
+        "| actor | `token` for `octocat` |",
         f"| deployment id | `{deployment_id(result.stdout)}` |",
         "| result | **succeeded** |",
         "| verified through /v1/status | yes |",

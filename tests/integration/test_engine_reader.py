@@ -15,7 +15,7 @@ from realparts import PREFIX, Agent, Images, plan_data
 def test_it_answers_as_the_sdk_does(agent: Agent, images: Images, docker_client: docker.DockerClient) -> None:
     agent.deploy(plan_data(images, "1.0.0", stable_for=0))
     name = agent.containers["dev"]
-    reader = EngineReader.from_environ(os.environ, timeout=5)
+    reader = EngineReader.for_host(os.environ.get("DOCKER_HOST"), tls=False, timeout=5)
     assert reader is not None
     try:
         found = reader.inspect_container(name)
@@ -32,6 +32,6 @@ def test_it_answers_as_the_sdk_does(agent: Agent, images: Images, docker_client:
         reader.close()
 
 
-def test_tls_is_left_to_the_sdk() -> None:
-    assert EngineReader.from_environ({"DOCKER_HOST": "tcp://h:2376", "DOCKER_TLS_VERIFY": "1"}, timeout=5) is None
-    assert EngineReader.from_environ({"DOCKER_HOST": "ssh://h"}, timeout=5) is None
+def test_tls_and_ssh_are_left_to_the_sdk() -> None:
+    assert EngineReader.for_host("tcp://h:2376", tls=True, timeout=5) is None
+    assert EngineReader.for_host("ssh://h", tls=False, timeout=5) is None

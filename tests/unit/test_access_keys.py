@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from accesskeys import Clock, Jwks, Key
-from agent.access import JwksCache, KeysUnavailable
+from agent.jwks import JwksCache, KeysUnavailable
 
 
 def test_the_cache_refreshes_old_keys_and_keeps_them_when_the_refresh_fails() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.auditlog import AuditLog
+from agent.auditlog import AuditError, AuditLog
 from agent.lock import try_lock
 from conftest import RUNTIME_ENV, Api, plan
 from fakedocker import FakeContainer, FakeDocker
@@ -79,6 +79,7 @@ def test_healthz_needs_nothing_and_says_nothing_more(make_api: Callable[..., Api
         (lambda c: c.get("/v1/logs/dev?tail=5001"), 400, "bad_request"),
         (lambda c: c.get("/v1/logs/dev?since=yesterday"), 400, "bad_request"),
         (lambda c: c.get("/v1/logs/dev?since=2026-11-30T10:00:00"), 400, "bad_request"),
+        (lambda c: c.get("/v1/logs/dev?since=1960-01-01T00:00:00Z"), 400, "bad_request"),
         (lambda c: c.get("/v1/audit?after=-1"), 400, "bad_request"),
         (lambda c: c.get("/v1/deployments/abc?wait=26"), 400, "bad_request"),
         (lambda c: c.get("/v1/deployments/abc"), 404, "not_found"),
@@ -99,6 +100,7 @@ def test_healthz_needs_nothing_and_says_nothing_more(make_api: Callable[..., Api
         "tail-5001",
         "since-word",
         "since-without-offset",
+        "since-before-1970",
         "after-negative",
         "wait-over-25",
         "no-such-deployment",
@@ -187,9 +189,10 @@ def test_every_finding_is_listed_at_once(api: Api) -> None:
         body(env={"RUNTIME_ENV": "\ud800"}, plan={**plan(), "plan": "run\udfff"}),
         body(plan={**plan(), "environment": "d\ud800v"}),
         body(origin={"actor": "\udcff"}),
+        body(origin={"run_url": "https://github.com/\ud800"}),
         body(extra={"\ud801": 1}),
     ],
-    ids=["env-name", "plan-name", "environment", "origin-actor", "unknown-key"],
+    ids=["env-name", "plan-name", "environment", "origin-actor", "origin-run-url", "unknown-key"],
 )
 def test_a_lone_surrogate_is_refused_and_audited_never_a_500(api: Api, sent: dict) -> None:
     """Found in review: a lone surrogate in an env name or the plan gave a 500 and no audit record."""
@@ -356,3 +359,18 @@ def test_a_dead_workers_deployment_is_marked_interrupted_and_answers_a_wait_at_o
     found = api.get("/v1/deployments/d1?wait=10&after=1").get_json()
     assert found["state"] == "interrupted" and found["audit_head"]["seq"] == 2
     assert time.monotonic() - started < 2
+
+
+def test_a_read_answers_when_the_log_cannot_record_an_interrupted_deployment(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: with a deployment left running and the log unwritable (a full disk), every read was a 500."""
+    _running_deployment(api)
+    ledger = api.app.extensions["deployplan"].ledger
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise AuditError("cannot write the audit log: No space left on device")
+
+    monkeypatch.setattr(ledger.audit, "append", full)  # a full disk, which the unit tier cannot make
+    assert api.get("/v1/status").status_code == 200
+    assert api.get("/v1/deployments/d1").get_json()["state"] == "running"

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests
 
 from agent.auditlog import AuditLog
 from agent.errors import BadRequest
@@ -186,3 +187,34 @@ def test_a_bad_prune_body_is_400_with_details(pruning: Api) -> None:
     assert (response.status_code, found["code"]) == (400, "bad_request")
     assert [d["path"] for d in found["details"]] == ["$.keep", "$.dry_run"]
     assert pruning.docker.calls == []
+
+
+def test_a_dry_run_prune_takes_no_lock(pruning: Api) -> None:
+    """Found in review: a dry-run prune took the deploy lock, so any reader could hold deploys off with it."""
+    from agent.lock import try_lock
+
+    lock = try_lock(pruning.state_dir / "deploy.lock")
+    assert lock is not None
+    try:
+        assert pruning.post("/v1/prune", {"keep": 1, "dry_run": True}).status_code == 200
+    finally:
+        lock.release()
+
+
+def test_docker_gone_midway_is_an_error_entry_and_the_prune_is_recorded(pruning: Api) -> None:
+    """Found in review: a connection error after some removals escaped, and prune_finished was never written."""
+    calls = []
+    remove = pruning.docker.remove_image
+
+    def flaky(reference: str) -> None:
+        calls.append(reference)
+        if "1.0.3" in reference:
+            raise requests.ConnectionError("Docker went away")
+        remove(reference)
+
+    pruning.docker.remove_image = flaky  # type: ignore[method-assign]
+    answer = pruning.post("/v1/prune", {"keep": 1, "dry_run": False}).get_json()
+    assert [r["image"] for r in answer["removed"]] == [f"{R}:1.0.1"]
+    assert [e["image"] for e in answer["errors"]] == [f"{R}:1.0.3"] and "went away" in answer["errors"][0]["message"]
+    finished = pruning.audit()[-1]
+    assert finished["event"] == "prune_finished" and finished["errors"] == answer["errors"]
