@@ -8,7 +8,7 @@ demo:
 
 test:
 	tools/bootstrap.sh
-	python3 -m pytest -q
+	python3 -m pytest -q --durations=15
 
 unit:
 	tools/bootstrap.sh --python-only
