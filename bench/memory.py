@@ -1,6 +1,6 @@
 """Benchmark: the agent's memory per gunicorn worker, idle and over 50 deploys.
 
-The real agent under gunicorn (the project's config: 2 gthread workers x 4 threads, token auth) deploys two
+The real agent under gunicorn (the project's config: 2 gthread workers x 16 threads, token auth) deploys two
 tags of the example runtime (without its healthcheck, `stable_for: 0`) alternately, 50 times, each deploy
 followed as `deployplan apply` follows it (GET the deployment until it ends, then GET /v1/status). Each
 worker's VmRSS (/proc/<pid>/status) is read idle and after every 10 deploys, the median of SAMPLES readings.
