@@ -139,18 +139,7 @@ class Admission:
         plan, environment = request.plan, request.environment
         deployment_id = uuid.uuid4().hex[:12]
         record = self.ledger.append(
-            "deployment_started",
-            deployment_id=deployment_id,
-            actor=actor,
-            environment=environment.name,
-            image=plan.image,
-            tag=plan.tag,
-            container=environment.container,
-            plan=plan.name,
-            steps=plan.step_names(),
-            env_names=sorted(request.env),
-            public_env=sorted(request.public & set(request.env)),
-            origin=request.origin,
+            "deployment_started", deployment_id=deployment_id, actor=actor, **request.started_record()
         )
         log(
             "deployment accepted",

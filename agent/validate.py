@@ -45,6 +45,20 @@ class DeployRequest:
     origin: dict[str, str] | None
     dry_run: bool
 
+    def started_record(self) -> dict[str, Any]:
+        """The fields of its `deployment_started` audit record: variable names, never their values."""
+        return {
+            "environment": self.environment.name,
+            "image": self.plan.image,
+            "tag": self.plan.tag,
+            "container": self.environment.container,
+            "plan": self.plan.name,
+            "steps": self.plan.step_names(),
+            "env_names": sorted(self.env),
+            "public_env": sorted(self.public & set(self.env)),
+            "origin": self.origin,
+        }
+
     def masker(self) -> Masker:
         """Masks every value but the public ones in text from the runtime (too short ones say nothing)."""
         return Masker(value for name, value in self.env.items() if name not in self.public)

@@ -18,6 +18,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.test import TestResponse
 
 from agent.app import create_app
+from agent.auditlog import AuditLog
 from fakedocker import FakeDocker
 from runner.cli.console import Console
 from runner.cli.main import run
@@ -143,3 +144,29 @@ def serve() -> Iterator[Callable[[Api], str]]:
     for server, thread in servers:
         server.shutdown()
         thread.join()
+
+
+def record_deployment(
+    log: AuditLog, d: str, env: str, tag: str, outcome: str | None, *, digest: str | None = None, **started: Any
+) -> None:
+    """A deployment in the audit log, as the agent records one: started, and (unless `outcome` is None, still
+    running) finished, failed in verify when it failed; `digest` adds the pull that learned it."""
+    steps = [{"action": a, "name": a} for a in ("pull", "stop_remove", "start", "verify")]
+    fields = {
+        "environment": env,
+        "image": f"{REPOSITORY}:{tag}",
+        "tag": tag,
+        "container": f"runtime-{env}",
+        "plan": "runtime",
+        "steps": steps,
+        "env_names": ["RUNTIME_API_TOKEN", "RUNTIME_ENV", "RUNTIME_KEY", "RUNTIME_LOG_LEVEL"],
+        "public_env": ["RUNTIME_ENV", "RUNTIME_LOG_LEVEL"],
+        "origin": None,
+        **started,
+    }
+    log.append("deployment_started", deployment_id=d, actor="token", **fields)
+    if digest is not None:
+        log.append("step_succeeded", deployment_id=d, actor="token", step="pull", message="pulled", digest=digest)
+    if outcome is not None:
+        error = None if outcome == "succeeded" else {"step": "verify", "message": "exited with code 1"}
+        log.append("deployment_finished", deployment_id=d, actor="token", state=outcome, error=error, logs=["x"])

@@ -12,7 +12,7 @@ import pytest
 
 from agent.auditlog import AuditError, AuditLog
 from agent.lock import try_lock
-from conftest import RUNTIME_ENV, Api, plan
+from conftest import RUNTIME_ENV, Api, plan, record_deployment
 from fakedocker import FakeContainer, FakeDocker
 from runner.core.chain import verify_lines
 
@@ -305,21 +305,7 @@ def test_audit_pages_are_bounded_in_bytes(api: Api) -> None:
 
 def _running_deployment(api: Api) -> AuditLog:
     log = AuditLog(api.state_dir / "audit.jsonl")
-    steps = [{"action": a, "name": a} for a in ("pull", "stop_remove", "start", "verify")]
-    log.append(
-        "deployment_started",
-        deployment_id="d1",
-        actor="token",
-        environment="dev",
-        image="i:1.0.0",
-        tag="1.0.0",
-        container="runtime-dev",
-        plan="runtime",
-        steps=steps,
-        env_names=[],
-        public_env=[],
-        origin=None,
-    )
+    record_deployment(log, "d1", "dev", "1.0.0", None)
     return log
 
 

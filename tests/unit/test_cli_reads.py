@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_reads import ORIGIN, SECRET, deployment, runtime, t
+from test_reads import ORIGIN, SECRET, runtime, t
 
 from agent.auditlog import AuditLog
-from conftest import TOKEN, Api
+from conftest import TOKEN, Api, record_deployment
 from conftest import InProcessCli as Cli
 from fakedocker import FakeContainer, FakeDocker
 
@@ -20,8 +20,8 @@ def agent_url(make_api: Callable[..., Api], serve: Callable[[Api], str]) -> Call
     def start(docker: FakeDocker | None = None) -> str:
         api = make_api(docker=docker)
         log = AuditLog(api.state_dir / "audit.jsonl")
-        deployment(log, "d1", "dev", "1.0.0", "succeeded")
-        deployment(log, "d2", "dev", "1.0.1", "failed", origin=ORIGIN)
+        record_deployment(log, "d1", "dev", "1.0.0", "succeeded")
+        record_deployment(log, "d2", "dev", "1.0.1", "failed", origin=ORIGIN)
         return serve(api)
 
     return start

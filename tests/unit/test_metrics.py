@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
-from test_reads import deployment
 
 from agent.auditlog import AuditLog
-from conftest import Api
+from conftest import Api, record_deployment
 from fakedocker import FakeContainer, FakeDocker
 
 
@@ -28,10 +27,10 @@ def test_metrics_count_finished_deployments_and_read_docker_now(make_api: Callab
     docker.add(FakeContainer("runtime-dev", "registry.test/acme/trader/runtime:1.0.2", restart_count=3))
     api = make_api(docker=docker)
     log = AuditLog(api.state_dir / "audit.jsonl")
-    deployment(log, "a1", "dev", "1.0.0", "succeeded")
-    deployment(log, "a2", "dev", "1.0.1", "failed")
-    deployment(log, "a3", "dev", "1.0.2", "succeeded")
-    deployment(log, "a4", "prod", "1.0.2", None)  # still running
+    record_deployment(log, "a1", "dev", "1.0.0", "succeeded")
+    record_deployment(log, "a2", "dev", "1.0.1", "failed")
+    record_deployment(log, "a3", "dev", "1.0.2", "succeeded")
+    record_deployment(log, "a4", "prod", "1.0.2", None)  # still running
 
     found = samples(api)
 

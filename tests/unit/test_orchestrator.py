@@ -157,21 +157,7 @@ def deploy(
 ) -> Run:
     """Accept (the deployment_started record, as agent.admission writes it), then run to the end."""
     accepted = request(config, env, public)
-    plan, environment = accepted.plan, accepted.environment
-    ledger.append(
-        "deployment_started",
-        deployment_id=deployment_id,
-        actor=ACTOR,
-        environment=environment.name,
-        image=plan.image,
-        tag=plan.tag,
-        container=environment.container,
-        plan=plan.name,
-        steps=plan.step_names(),
-        env_names=sorted(accepted.env),
-        public_env=sorted(accepted.public & set(accepted.env)),
-        origin=accepted.origin,
-    )
+    ledger.append("deployment_started", deployment_id=deployment_id, actor=ACTOR, **accepted.started_record())
     Deployment(
         id=deployment_id,
         actor=ACTOR,

@@ -6,10 +6,9 @@ import re
 from collections.abc import Callable
 
 import pytest
-from test_reads import deployment
 
 from agent.auditlog import AuditLog
-from conftest import Api
+from conftest import Api, record_deployment
 from fakedocker import FakeContainer, FakeDocker
 
 R = "registry.test/acme/trader/runtime"
@@ -41,8 +40,10 @@ def page(make_api: Callable[..., Api]) -> Api:
     api = make_api(docker=docker)
     log = AuditLog(api.state_dir / "audit.jsonl")
     origin = {"run_url": "https://github.com/acme/trader/actions/runs/42/attempts/1", "actor": "octo<b>cat</b>"}
-    deployment(log, "ok1", "dev", "1.0.0", "succeeded", origin=origin)
-    deployment(log, "bad1", "dev", "1.0.1", None, origin={"run_url": "https://evil.example/run", "actor": HOSTILE})
+    record_deployment(log, "ok1", "dev", "1.0.0", "succeeded", origin=origin)
+    record_deployment(
+        log, "bad1", "dev", "1.0.1", None, origin={"run_url": "https://evil.example/run", "actor": HOSTILE}
+    )
     steps = [("pull", "ok"), ("stop_remove", "ok")]
     for step, message in steps:
         log.append("step_started", deployment_id="bad1", actor="token", step=step, actions=[])
@@ -57,7 +58,7 @@ def page(make_api: Callable[..., Api]) -> Api:
         error={"step": "start", "message": f"boom {HOSTILE}"},
         logs=[f"runtime: {HOSTILE}", "runtime: refusing to start"],
     )
-    deployment(log, "int1", "prod", "1.0.0", None)
+    record_deployment(log, "int1", "prod", "1.0.0", None)
     log.append("deployment_interrupted", deployment_id="int1", actor="deploy-agent", message="the agent stopped")
     return api
 

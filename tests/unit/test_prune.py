@@ -11,7 +11,7 @@ import requests
 from agent.auditlog import AuditLog
 from agent.errors import BadRequest
 from agent.prune import Candidate, candidates, check_body, plan_prune
-from conftest import REPOSITORY, Api
+from conftest import REPOSITORY, Api, record_deployment
 from fakedocker import FakeContainer, FakeDocker
 
 R = REPOSITORY
@@ -123,24 +123,7 @@ def pruning(make_api: Callable[..., Api]) -> Api:
     api = make_api(docker=docker)
     log = AuditLog(api.state_dir / "audit.jsonl")
     for n in (1, 2):  # 1.0.1 then 1.0.2 succeeded in dev
-        steps = [{"action": a, "name": a} for a in ("pull", "stop_remove", "start", "verify")]
-        d = f"d{n}"
-        log.append(
-            "deployment_started",
-            deployment_id=d,
-            actor="t",
-            environment="dev",
-            image=f"{R}:1.0.{n}",
-            tag=f"1.0.{n}",
-            container="runtime-dev",
-            plan="runtime",
-            steps=steps,
-            env_names=[],
-            public_env=[],
-            origin=None,
-        )
-        log.append("step_succeeded", deployment_id=d, actor="t", step="pull", message="ok", digest=digest(n))
-        log.append("deployment_finished", deployment_id=d, actor="t", state="succeeded", error=None, logs=[])
+        record_deployment(log, f"d{n}", "dev", f"1.0.{n}", "succeeded", digest=digest(n))
     return api
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from agent.auditlog import AuditLog
-from conftest import Api
+from conftest import Api, record_deployment
 from fakedocker import FakeContainer, FakeDocker
 
 SECRET = "s3cret-api-token-value"
@@ -17,33 +16,13 @@ PEM = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEF\nAASCBKcwggSjAgEAAoIBAQ
 ORIGIN = {"run_url": "https://github.com/acme/trader/actions/runs/7/attempts/1", "actor": "octocat"}
 
 
-def deployment(log: AuditLog, d: str, env: str, tag: str, outcome: str | None, **started: Any) -> None:
-    steps = [{"action": a, "name": a} for a in ("pull", "stop_remove", "start", "verify")]
-    fields = {
-        "environment": env,
-        "image": f"registry.test/acme/trader/runtime:{tag}",
-        "tag": tag,
-        "container": f"runtime-{env}",
-        "plan": "runtime",
-        "steps": steps,
-        "env_names": ["RUNTIME_API_TOKEN", "RUNTIME_ENV", "RUNTIME_KEY", "RUNTIME_LOG_LEVEL"],
-        "public_env": ["RUNTIME_ENV", "RUNTIME_LOG_LEVEL"],
-        "origin": None,
-        **started,
-    }
-    log.append("deployment_started", deployment_id=d, actor="token", **fields)
-    if outcome is not None:
-        error = None if outcome == "succeeded" else {"step": "verify", "message": "exited with code 1"}
-        log.append("deployment_finished", deployment_id=d, actor="token", state=outcome, error=error, logs=["x"])
-
-
 @pytest.fixture
 def history(api: Api) -> Api:
     log = AuditLog(api.state_dir / "audit.jsonl")
-    deployment(log, "a1", "dev", "1.0.0", "succeeded")
-    deployment(log, "a2", "prod", "1.0.0", "succeeded")
-    deployment(log, "a3", "dev", "1.0.1", "failed", origin=ORIGIN)
-    deployment(log, "a4", "dev", "1.0.2", "succeeded")
+    record_deployment(log, "a1", "dev", "1.0.0", "succeeded")
+    record_deployment(log, "a2", "prod", "1.0.0", "succeeded")
+    record_deployment(log, "a3", "dev", "1.0.1", "failed", origin=ORIGIN)
+    record_deployment(log, "a4", "dev", "1.0.2", "succeeded")
     return api
 
 
@@ -103,7 +82,7 @@ def t(second: int, fraction: str = "") -> str:
 def logs_api(make_api: Callable[..., Api]) -> Callable[..., Api]:
     def make(docker: FakeDocker) -> Api:
         api = make_api(docker=docker)
-        deployment(AuditLog(api.state_dir / "audit.jsonl"), "d1", "dev", "1.0.0", "succeeded")
+        record_deployment(AuditLog(api.state_dir / "audit.jsonl"), "d1", "dev", "1.0.0", "succeeded")
         return api
 
     return make

@@ -12,7 +12,7 @@ import pytest
 
 from agent.auditlog import AuditLog
 from agent.config import ConfigError
-from conftest import Api
+from conftest import Api, record_deployment
 from runner.core.chain import verify_lines
 
 
@@ -42,21 +42,7 @@ def test_a_readable_state_directory_is_fine(make_api: Callable[..., Api], tmp_pa
 
 
 def _started(log: AuditLog) -> None:
-    steps = [{"action": a, "name": a} for a in ("pull", "stop_remove", "start", "verify")]
-    log.append(
-        "deployment_started",
-        deployment_id="d1",
-        actor="token",
-        environment="dev",
-        image="registry.test/acme/trader/runtime:1.0.0",
-        tag="1.0.0",
-        container="runtime-dev",
-        plan="runtime",
-        steps=steps,
-        env_names=[],
-        public_env=[],
-        origin=None,
-    )
+    record_deployment(log, "d1", "dev", "1.0.0", None)
     log.append("step_started", deployment_id="d1", actor="token", step="pull", actions=["pull it"])
 
 
