@@ -5,19 +5,12 @@ from __future__ import annotations
 import pytest
 
 from agent.config import ConfigError, load_config
+from conftest import AGENT_ENV
 
 GOOD = {
-    "DEPLOY_AGENT_BIND": "127.0.0.1:8700",
+    **AGENT_ENV,
     "DEPLOY_AGENT_STATE_DIR": "/var/lib/deploy-agent",
-    "DEPLOY_AGENT_ENVIRONMENTS": "dev,prod",
     "DEPLOY_AGENT_IMAGE_REPOSITORY": "ghcr.io/acme/trader/runtime",
-    "DEPLOY_AGENT_CONTAINER_DEV": "runtime-dev",
-    "DEPLOY_AGENT_CONTAINER_PROD": "runtime-prod",
-    "DEPLOY_AGENT_VOLUMES_DEV": "/srv/runtime/dev:/var/lib/runtime:rw",
-    "DEPLOY_AGENT_VOLUMES_PROD": "none",
-    "DEPLOY_AGENT_RESTART_POLICY": "unless-stopped",
-    "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=50m,max-file=5",
-    "DEPLOY_AGENT_AUTH": "token",
     "DEPLOY_AGENT_TOKEN": "t" * 40,
 }
 ACCESS = {

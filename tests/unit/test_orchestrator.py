@@ -17,6 +17,7 @@ from agent.dockerio import DockerAccess
 from agent.executor import ActionFailed, Executor
 from agent.ledger import Ledger
 from agent.validate import DeployRequest, check_request
+from conftest import AGENT_ENV as UNIT_AGENT_ENV
 from fakedocker import FakeContainer, FakeDocker
 from runner.core.steps import Action
 from runner.core.text import CUT_MARK
@@ -29,19 +30,7 @@ NEW = "c-new"  # the id the recording executor says it created
 TOKEN = "s3cret-api-token-value"
 RUNTIME_ENV = {"RUNTIME_ENV": "dev", "RUNTIME_LOG_LEVEL": "verbose-debug", "RUNTIME_API_TOKEN": TOKEN}
 PUBLIC = ["RUNTIME_ENV", "RUNTIME_LOG_LEVEL"]
-AGENT_ENV = {
-    "DEPLOY_AGENT_BIND": "127.0.0.1:8700",
-    "DEPLOY_AGENT_ENVIRONMENTS": "dev,prod",
-    "DEPLOY_AGENT_IMAGE_REPOSITORY": REPOSITORY,
-    "DEPLOY_AGENT_CONTAINER_DEV": "runtime-dev",
-    "DEPLOY_AGENT_CONTAINER_PROD": "runtime-prod",
-    "DEPLOY_AGENT_VOLUMES_DEV": "/srv/runtime/dev:/var/lib/runtime:rw",
-    "DEPLOY_AGENT_VOLUMES_PROD": "none",
-    "DEPLOY_AGENT_RESTART_POLICY": "unless-stopped",
-    "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=50m,max-file=5",
-    "DEPLOY_AGENT_AUTH": "token",
-    "DEPLOY_AGENT_TOKEN": "t" * 40,
-}
+AGENT_ENV = {**UNIT_AGENT_ENV, "DEPLOY_AGENT_IMAGE_REPOSITORY": REPOSITORY}
 STEPS = ["pull", "stop_remove", "start", "verify"]
 S, F, K = "succeeded", "failed", "skipped"
 KEPT = "stopped; kept for inspection with restart policy 'no'"
