@@ -35,6 +35,8 @@ command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 # The read-only page is tested in a real headless browser.
 command -v chromium >/dev/null || missing+=(chromium)
+# The metrics test checks the exposition with Prometheus' own promtool.
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   "${as_root[@]}" apt-get update -qq
