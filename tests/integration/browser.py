@@ -148,7 +148,17 @@ class AccessProxy:
 
 # -- headless Chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
+
+def _find_chromium() -> Path:
+    """Debian's `chromium`, or the `chromium-browser` GitHub's Ubuntu runners carry."""
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    return Path("/usr/bin/chromium")
+
+
+CHROMIUM = _find_chromium()
 # Without the background-networking flags it tries the network (closed in the lab) and waits for it.
 FLAGS = (
     "--headless",
