@@ -35,12 +35,23 @@ command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 # The read-only page is tested in a real headless browser.
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
-# The metrics test checks the exposition with Prometheus' own promtool.
-command -v promtool >/dev/null || missing+=(prometheus)
+updated=no
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   "${as_root[@]}" apt-get update -qq
+  updated=yes
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The metrics test checks the exposition with Prometheus' own promtool, taken out of Debian's package: the
+# Prometheus server itself is not installed.
+if ! command -v promtool >/dev/null; then
+  echo "bootstrap: extracting promtool from the prometheus package"
+  [ "$updated" = yes ] || "${as_root[@]}" apt-get update -qq
+  unpack=$(mktemp -d)
+  (cd "$unpack" && "${as_root[@]}" apt-get download -qq prometheus 2>/dev/null && dpkg -x prometheus_*.deb root)
+  "${as_root[@]}" install -m 0755 "$unpack/root/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$unpack"
 fi
 
 install_python
