@@ -15,7 +15,8 @@ LOGGER = "deploy_agent"
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON line: time, level, logger, event/message and the record's `fields`."""
+    """Formats a record as one JSON line: time, level, logger, the process (which gunicorn worker), event/message and
+    the record's `fields`."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -24,6 +25,7 @@ class JsonFormatter(logging.Formatter):
             .replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "event": getattr(record, "event", None) or record.getMessage(),
         }
         line.update(getattr(record, "fields", {}))

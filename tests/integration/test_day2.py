@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -141,6 +142,33 @@ def test_history_and_metrics_after_a_success_and_a_failure(agent: Agent, images:
     assert "deployplan_audit_intact 1.0" in text and "deployplan_docker_reachable 1.0" in text
     checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_both_workers_give_the_same_metrics(agent: Agent, images: Images) -> None:
+    """The values come from the audit state and Docker at scrape time, not from a worker's memory: whichever of
+    the two gunicorn workers answers a scrape, the numbers are the same."""
+    assert agent.deploy(plan_data(images, "1.0.0", stable_for=0))["state"] == "succeeded"
+    headers = agent.headers()
+
+    def scrape(_: int) -> str:
+        # A connection of its own each time, so both workers take their share.
+        response = requests.get(agent.url + "/v1/metrics", headers=headers, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.text
+
+    def served_by() -> set[int]:
+        lines = (json.loads(line) for line in agent.server.log_path.read_text("utf-8").splitlines() if "{" in line)
+        return {line["pid"] for line in lines if line.get("event") == "request" and line.get("path") == "/v1/metrics"}
+
+    answers: set[str] = set()
+    for _ in range(25):
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers.update(pool.map(scrape, range(8)))
+        if len(served_by()) >= 2:
+            break
+    assert len(served_by()) == 2, "every scrape went to one worker"
+    assert len(answers) == 1, "the workers disagree"
+    assert 'deployplan_deployments_total{environment="dev",state="succeeded"} 1.0' in answers.pop()
 
 
 # -- prune
