@@ -565,6 +565,10 @@ def _process_env(extra: dict[str, str]) -> dict[str, str]:
     return {**base, **extra}
 
 
+def _sigint_as_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_following_and_the_deploy_goes_on_at_the_agent(
     cli: Cli, ws: Path, shared: Agent, cli_images: Images, sig: signal.Signals
@@ -577,6 +581,9 @@ def test_a_signal_stops_following_and_the_deploy_goes_on_at_the_agent(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As a terminal or a cancelled job would: a suite started in the background (`cmd &` without job
+        # control) ignores SIGINT, and Python keeps an ignored SIGINT ignored.
+        preexec_fn=_sigint_as_default,
     ) as process:
         watchdog = threading.Timer(60, process.kill)  # a hung CLI fails the test instead of hanging it
         watchdog.start()
