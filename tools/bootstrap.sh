@@ -49,7 +49,7 @@ if ! command -v promtool >/dev/null; then
   echo "bootstrap: extracting promtool from the prometheus package"
   [ "$updated" = yes ] || "${as_root[@]}" apt-get update -qq
   unpack=$(mktemp -d)
-  (cd "$unpack" && "${as_root[@]}" apt-get download -qq prometheus 2>/dev/null && dpkg -x prometheus_*.deb root)
+  (cd "$unpack" && "${as_root[@]}" apt-get download -qq prometheus && dpkg -x prometheus_*.deb root)
   "${as_root[@]}" install -m 0755 "$unpack/root/usr/bin/promtool" /usr/local/bin/promtool
   rm -rf "$unpack"
 fi
