@@ -34,7 +34,7 @@ VARIED = {
 
 
 def deployplan() -> list[str]:
-    """The installed console script next to this interpreter, else the package run as a module."""
+    """The installed `deployplan` script next to this interpreter, else the package run as a module."""
     script = Path(sys.executable).with_name("deployplan")
     found = str(script) if script.exists() else shutil.which("deployplan")
     return [found] if found else [sys.executable, "-m", "runner"]

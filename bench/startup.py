@@ -1,8 +1,7 @@
-"""Benchmark: how fast the CLI starts, as an operator installs it (the console script of a fresh venv).
+"""Benchmark: how fast the CLI starts, as an operator installs it (the `deployplan` script of a fresh venv).
 
-`deployplan --version` against `python -c pass` of the same venv (the interpreter's own start, the floor), and
-`python -c "import re"` (what pip's console-script wrapper imports before any code of ours runs). Then, for
-`--version`, `render` and `apply`: what each imports, from `python -X importtime`, the biggest first. Runs
+`deployplan --version` against `python -c pass` of the same venv (the interpreter's own start, the floor). Then,
+for `--version`, `render` and `apply`: what each imports, from `python -X importtime`, the biggest first. Runs
 alternate, RUNS_START rounds; medians.
 
 Target (ratio in the same run): `deployplan --version` <= 1.5x `python -c pass`.
@@ -29,9 +28,9 @@ def wall(argv: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def imports(python: Path, code: str, cwd: Path) -> tuple[float, list[tuple[float, str]]]:
-    """Total import time (ms) of running `code` with -X importtime, and the top-level imports by cumulative time."""
-    err = subprocess.run([str(python), "-X", "importtime", "-c", code], cwd=cwd, capture_output=True, text=True).stderr
+def imports(python: Path, argv: list[str], cwd: Path) -> tuple[float, list[tuple[float, str]]]:
+    """Total import time (ms) of `python -X importtime *argv`, and the top-level imports by cumulative time."""
+    err = subprocess.run([str(python), "-X", "importtime", *argv], cwd=cwd, capture_output=True, text=True).stderr
     top: list[tuple[float, str]] = []
     for line in err.splitlines():
         if not line.startswith("import time:") or "|" not in line:
@@ -52,7 +51,6 @@ def main() -> int:
         (root / "plans" / "runtime.yaml").write_text((REPO / "plans" / "runtime.yaml").read_text())
         contenders = {
             "python -c pass": [str(python), "-c", "pass"],
-            'python -c "import re"': [str(python), "-c", "import re"],
             "deployplan --version": [str(script), "--version"],
             "deployplan render (whole command)": [
                 str(script),
@@ -81,12 +79,12 @@ def main() -> int:
             [[name, fmt(m * 1000, "ms"), f"{m / floor:.2f}x"] for name, m in medians.items()],
         )
         print("\nwhat each command imports (python -X importtime; top-level modules, cumulative ms, biggest first)")
-        for label, code in (
-            ("--version", "import re; from runner.cli.main import main"),
-            ("render", "import re; import runner.cli.main, runner.cli.options, runner.cli.local"),
-            ("apply", "import re; import runner.cli.main, runner.cli.options, runner.cli.deploy"),
+        for label, argv in (
+            ("--version", [str(script), "--version"]),
+            ("render", ["-c", "import runner.cli.main, runner.cli.options, runner.cli.local"]),
+            ("apply", ["-c", "import runner.cli.main, runner.cli.options, runner.cli.deploy"]),
         ):
-            total, top = imports(python, code, root)
+            total, top = imports(python, argv, root)
             shown = ", ".join(f"{name} {ms:.1f}" for ms, name in top[:8])
             print(f"  {label}: {total:.1f} ms: {shown}")
         version = medians["deployplan --version"]

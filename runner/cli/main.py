@@ -7,9 +7,7 @@ client) is imported when that command runs.
 
 from __future__ import annotations
 
-import importlib
 import os
-import signal
 import sys
 
 from runner import __version__
@@ -40,6 +38,8 @@ COMMANDS: dict[str, str] = {
 
 
 def _command(name: str) -> Callable[[argparse.Namespace, Console], int]:
+    import importlib
+
     module, _, function = COMMANDS[name].partition(":")
     found: Callable[[argparse.Namespace, Console], int] = getattr(importlib.import_module(module), function)
     return found
@@ -90,12 +90,16 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main() -> NoReturn:
-    """Console script entry point."""
+    """The entry point of the `deployplan` script (bin/deployplan)."""
     from runner.cli.console import Console
 
-    # A cancelled GitHub job gets SIGINT, then SIGTERM: both stop following the same way (the deploy goes on).
-    signal.signal(signal.SIGTERM, _interrupt)
+    argv = sys.argv[1:]
+    if argv != ["--version"]:  # `signal` loads `enum`: a fifth of a lean start, and --version needs no handler
+        import signal
+
+        # A cancelled GitHub job gets SIGINT, then SIGTERM: both stop following the same way (the deploy goes on).
+        signal.signal(signal.SIGTERM, _interrupt)
     console = Console(
         out=sys.stdout, err=sys.stderr, github=os.environ.get("GITHUB_ACTIONS") == "true", environ=os.environ
     )
-    sys.exit(run(sys.argv[1:], console))
+    sys.exit(run(argv, console))

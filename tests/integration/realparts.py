@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class Cli:
-    """The installed `deployplan` console script, run the way an operator runs it."""
+    """The installed `deployplan` script, run the way an operator runs it."""
 
     bin_dir: Path
 
