@@ -176,16 +176,27 @@ def test_both_workers_give_the_same_metrics(agent: Agent, images: Images) -> Non
 
 @pytest.fixture
 def prune_images(images: Images, registry: lab.Registry, docker_client: docker.DockerClient) -> Iterator[Images]:
-    """Three tags with distinct digests under a repository of this test's own (prune removes what it names)."""
-    repository = f"{registry.host}/{PREFIX}-prune-{secrets.token_hex(2)}/runtime"
+    """Three tags with distinct digests under a repository of this test's own (prune removes what it names).
+
+    Request it before the agent: torn down after the agent has removed its containers, so that no image is still
+    in use when its references go (a forced removal would leave it behind, untagged).
+    """
+    name = f"{PREFIX}-prune-{secrets.token_hex(2)}"
+    repository = f"{registry.host}/{name}/runtime"
     digests = {}
     for tag in ("2.0.0", "2.0.1", "2.0.2"):
-        lab.build_runtime_image(docker_client, f"{repository}:{tag}", label=f"prune-{tag}")
+        lab.build_runtime_image(docker_client, f"{repository}:{tag}", label=f"{name}-{tag}")
         digests[tag] = lab.push(docker_client, f"{repository}:{tag}")
     lab.remove_images(docker_client, repository)
     yield Images(repository=repository, digests=digests)
     lab.remove_images(docker_client, repository)
     lab.remove_images(docker_client, f"{registry.host}/{PREFIX}-mirror")
+    left = [
+        image.id
+        for tag in digests
+        for image in docker_client.images.list(all=True, filters={"label": f"deployplan.lab.variant={name}-{tag}"})
+    ]
+    assert left == [], f"images of this test left behind: {left}"
 
 
 def _local(client: docker.DockerClient, repository: str) -> set[str]:
@@ -193,8 +204,8 @@ def _local(client: docker.DockerClient, repository: str) -> set[str]:
 
 
 def test_prune_keeps_what_runs_and_the_newest_and_only_touches_its_repository(
+    prune_images: Images,  # first: see the fixture
     make_agent: AgentFactory,
-    prune_images: Images,
     docker_client: docker.DockerClient,
     registry: lab.Registry,
     cli: Cli,
