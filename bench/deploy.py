@@ -9,7 +9,7 @@ For scale, an "engine floor" contender makes the same Engine API calls from this
 client, the agent included, can do the four steps faster. The contenders take turns, one warm-up round first,
 then RUNS timed rounds; medians are reported.
 
-`deployplan apply` runs as an operator runs it: the `deployplan` script of a fresh venv with this checkout installed.
+`deployplan apply` runs as an operator runs it: the console script of a fresh venv with this checkout installed.
 
 Targets (ratios in the same run): `apply` end to end <= 1.25x the CLI sequence; the agent's own time (the audit
 log's `deployment_started` to `deployment_finished`, i.e. from the 202 to the final record) <= 1.10x the engine

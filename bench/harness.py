@@ -214,7 +214,7 @@ def rss_mb(pid: int) -> float:
 
 def installed_venv(root: Path) -> Path:
     """A fresh venv (no system site-packages) with this checkout installed as an operator installs it: its
-    `bin/deployplan` is the script pip installs, with nothing of this machine's Python on its path."""
+    `bin/deployplan` is the console script pip writes, with nothing of this machine's Python on its path."""
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run(

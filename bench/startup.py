@@ -1,7 +1,8 @@
-"""Benchmark: how fast the CLI starts, as an operator installs it (the `deployplan` script of a fresh venv).
+"""Benchmark: how fast the CLI starts, as an operator installs it (the console script of a fresh venv).
 
-`deployplan --version` against `python -c pass` of the same venv (the interpreter's own start, the floor). Then,
-for `--version`, `render` and `apply`: what each imports, from `python -X importtime`, the biggest first. Runs
+`deployplan --version` against `python -c pass` of the same venv (the interpreter's own start, the floor), and
+`python -c "import re"` (what pip's console-script wrapper imports before any code of ours runs). Then, for
+`--version`, `render` and `apply`: what each imports, from `python -X importtime`, the biggest first. Runs
 alternate, RUNS_START rounds; medians.
 
 Target (ratio in the same run): `deployplan --version` <= 1.5x `python -c pass`.
@@ -51,6 +52,7 @@ def main() -> int:
         (root / "plans" / "runtime.yaml").write_text((REPO / "plans" / "runtime.yaml").read_text())
         contenders = {
             "python -c pass": [str(python), "-c", "pass"],
+            'python -c "import re"': [str(python), "-c", "import re"],
             "deployplan --version": [str(script), "--version"],
             "deployplan render (whole command)": [
                 str(script),

@@ -7,7 +7,9 @@ client) is imported when that command runs.
 
 from __future__ import annotations
 
+import importlib
 import os
+import signal
 import sys
 
 from runner import __version__
@@ -38,8 +40,6 @@ COMMANDS: dict[str, str] = {
 
 
 def _command(name: str) -> Callable[[argparse.Namespace, Console], int]:
-    import importlib
-
     module, _, function = COMMANDS[name].partition(":")
     found: Callable[[argparse.Namespace, Console], int] = getattr(importlib.import_module(module), function)
     return found
@@ -90,7 +90,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main() -> NoReturn:
-    """The entry point of the `deployplan` script (bin/deployplan)."""
+    """Console script entry point."""
     import gc
 
     from runner.cli.console import Console
@@ -100,15 +100,11 @@ def main() -> NoReturn:
     # free: a tenth of an `apply` (bench/RESULTS.md). Reference counting still frees what the command drops, and
     # the process lives no longer than the deploy it follows.
     gc.disable()
-    argv = sys.argv[1:]
-    if argv != ["--version"]:  # `signal` loads `enum`: a fifth of a lean start, and --version needs no handler
-        import signal
-
-        # A cancelled GitHub job gets SIGINT, then SIGTERM: both stop following the same way (the deploy goes on).
-        signal.signal(signal.SIGTERM, _interrupt)
+    # A cancelled GitHub job gets SIGINT, then SIGTERM: both stop following the same way (the deploy goes on).
+    signal.signal(signal.SIGTERM, _interrupt)
     console = Console(
         out=sys.stdout, err=sys.stderr, github=os.environ.get("GITHUB_ACTIONS") == "true", environ=os.environ
     )
-    code = run(argv, console)
+    code = run(sys.argv[1:], console)
     gc.freeze()  # exit without that last full collection: the OS takes the whole process back at once
     sys.exit(code)

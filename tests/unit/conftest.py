@@ -32,7 +32,7 @@ class Result:
 
 
 class InProcessCli:
-    """`deployplan` through its `run(argv, console)` entry, in this process: what the installed script does, minus
+    """`deployplan` through its `run(argv, console)` entry, in this process: what the console script does, minus
     the interpreter start."""
 
     def run(self, *args: str, cwd: Path, env: Mapping[str, str] | None = None) -> Result:
