@@ -17,10 +17,9 @@ from agent.dockerio import DOCKER_ERRORS, DockerAccess
 from agent.errors import AgentError, AuditBroken, Busy, DockerUnavailable, Forbidden, Refused
 from agent.executor import Executor
 from agent.ledger import Ledger
-from agent.lock import take_lock
 from agent.logs import log
 from agent.reads import environment_entry, last_deployments
-from agent.recovery import mark_interrupted
+from agent.recovery import lock_for_change
 from agent.validate import DeployRequest, check_request
 from runner.core.facts import Facts
 from runner.core.secrets import Secret
@@ -109,16 +108,11 @@ class Admission:
         except DOCKER_ERRORS as e:
             raise DockerUnavailable(f"Docker is unreachable; nothing was done: {e}") from e
         try:
-            lock = take_lock(self.lock_path)
+            lock = lock_for_change(self.ledger, self.lock_path, refused="deploys are refused")
         except Busy:
             running = self.ledger.read(lambda s: s.running)
             raise Busy(f"another deploy or prune is in progress ({running or 'a prune'}); wait for it") from None
         try:
-            # Under the lock, before anything is done: the whole chain, old records included, must be intact.
-            self.ledger.verify_all()
-            if self.ledger.broken:
-                raise AuditBroken(f"deploys are refused: the audit log is broken: {self.ledger.broken}")
-            mark_interrupted(self.ledger)
             deployment, record = self._start_record(request, actor=actor)
             # Should the thread not start, the lock is released here and the recorded deployment, with no final
             # record and no worker, is marked interrupted by the next read.
@@ -160,7 +154,6 @@ class Admission:
             config=self.config,
             ledger=self.ledger,
             executor=executor,
-            docker=self.docker,
         )
         return deployment, record
 

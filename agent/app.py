@@ -40,7 +40,6 @@ def create_app(
         environments=list(config.environments),
         auth=config.auth,
         state_dir=str(config.state_dir),
-        pid=os.getpid(),
     )
     return app
 

@@ -16,7 +16,7 @@ from typing import Any
 from agent.auditlog import AuditError
 from agent.config import Config
 from agent.containerlogs import read_logs
-from agent.dockerio import DOCKER_ERRORS, DockerAccess, observe
+from agent.dockerio import DOCKER_ERRORS, observe
 from agent.executor import ActionFailed, Executor
 from agent.ledger import Ledger
 from agent.lock import DeployLock
@@ -52,11 +52,9 @@ class Deployment:
     config: Config
     ledger: Ledger
     executor: Executor
-    docker: DockerAccess
     container_id: str | None = field(default=None)
     current_step: str = field(default="pull")
     masker: Masker = field(init=False)
-    _reader: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.masker = self.request.masker()
@@ -152,22 +150,13 @@ class Deployment:
     def observe(self) -> Observed:
         container = self.request.environment.container
         try:
-            return observe(self.reader(), container)
+            return observe(self.executor.client(), container)
         except DOCKER_ERRORS as e:
             raise StepFailed("stop_remove", f"Docker: cannot inspect {container}: {e}") from e
 
-    def reader(self) -> Any:
-        """The deployment's one client for what it reads from Docker (what runs, the new container's logs)."""
-        if self._reader is None:
-            self._reader = self.docker.connect(timeout=30)
-        return self._reader
-
     def close(self) -> None:
-        """Close the deployment's Docker clients."""
+        """Close the deployment's one Docker client (the executor's: its actions and its reads share it)."""
         self.executor.close()
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
 
     def container_logs(self) -> list[str]:
         """The new container's last lines, masked (a runtime may print its own configuration) and bounded."""
@@ -175,7 +164,7 @@ class Deployment:
             return []
         try:
             tail = read_logs(
-                self.reader(),
+                self.executor.client(),
                 self.container_id,
                 tail=LOG_LINES,
                 masker=self.masker,

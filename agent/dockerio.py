@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import docker
-import docker.auth
 import docker.errors
 import docker.utils
 import requests

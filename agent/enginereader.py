@@ -91,7 +91,10 @@ class EngineReader:
             raise docker.errors.NotFound(_message(body))
         if response.status != 200:
             raise docker.errors.APIError(f"{response.status} {_message(body)}")
-        found: dict[str, Any] = json.loads(body)
+        try:
+            found: dict[str, Any] = json.loads(body)
+        except ValueError as e:  # as broken an answer as a cut one: callers know OSError, not ValueError
+            raise OSError("the Docker Engine sent an answer that is not JSON") from e
         return found
 
 

@@ -29,7 +29,7 @@ class NotFound(AgentError):
 
 
 class Refused(AgentError):
-    """A deploy or prune request that fails a rule; every finding is in `details` with its JSON path."""
+    """A deploy request that fails a rule; every finding is in `details` with its JSON path."""
 
 
 class Busy(AgentError):

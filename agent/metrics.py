@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -16,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from agent.config import Config
 from agent.dockerio import DockerAccess
 from agent.ledger import Ledger
+from agent.recovery import reconcile
 from agent.state import State
 from runner.core.facts import Observed
 from runner.core.times import parse
@@ -52,8 +54,10 @@ class AgentCollector:
     config: Config
     ledger: Ledger
     docker: DockerAccess
+    lock_path: Path
 
     def collect(self) -> Iterator[Metric]:
+        reconcile(self.ledger, self.lock_path)  # a deploy whose worker died is interrupted, not in progress
         snapshot = self.ledger.read(Snapshot.of)
         envs = list(self.config.environments)
         observed, reachable = self.docker.observe_all({e: self.config.environments[e].container for e in envs})

@@ -23,7 +23,7 @@ from agent.config import Config
 from agent.dockerio import DOCKER_ERRORS, DockerAccess
 from agent.errors import AuditBroken, BadRequest, DockerUnavailable, Forbidden
 from agent.ledger import Ledger
-from agent.lock import take_lock
+from agent.recovery import lock_for_change
 
 MAX_KEEP = 50
 Client: TypeAlias = docker.APIClient  # a module-level name: inside Pruner, `docker` is its DockerAccess field
@@ -132,7 +132,7 @@ class Pruner:
             with contextlib.suppress(AuditError):
                 self.ledger.append("prune_refused", deployment_id=None, actor=actor, reason=e.message)
             raise
-        lock = take_lock(self.lock_path)
+        lock = lock_for_change(self.ledger, self.lock_path, refused="a prune is refused")
         try:
             return self._prune(keep=keep, dry_run=False, actor=actor)
         finally:
@@ -154,8 +154,6 @@ class Pruner:
         return answer
 
     def _remove(self, client: Client, plan: PrunePlan, answer: dict[str, Any], *, actor: str, keep: int) -> None:
-        if self.ledger.broken:
-            raise AuditBroken(f"a prune is refused while the audit log is broken: {self.ledger.broken}")
         record = {"keep": keep, "remove": answer["remove"], "kept": answer["kept"]}
         try:
             self.ledger.append("prune_started", deployment_id=None, actor=actor, **record)

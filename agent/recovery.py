@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 
 from agent.auditlog import AuditError
+from agent.errors import AuditBroken
 from agent.ledger import Ledger
-from agent.lock import try_lock
+from agent.lock import DeployLock, take_lock, try_lock
 from agent.logs import log
 
 INTERRUPTED = "the agent stopped during this deployment; nothing was resumed or restarted"
@@ -40,3 +41,24 @@ def mark_interrupted(ledger: Ledger) -> None:
     if running is not None:
         ledger.append("deployment_interrupted", deployment_id=running, actor="deploy-agent", message=INTERRUPTED)
         log("deployment interrupted", level=logging.WARNING, deployment_id=running)
+
+
+def lock_for_change(ledger: Ledger, lock_path: Path, *, refused: str) -> DeployLock:
+    """The deploy lock for a change (a deploy, a prune), held only once the whole chain, old records included, is
+    verified and a dead worker's deployment is marked interrupted; Busy or AuditBroken (the lock released) else.
+
+    `refused` starts the message of a broken chain: "deploys are refused", "a prune is refused".
+    """
+    lock = take_lock(lock_path)
+    try:
+        ledger.verify_all()  # an in-place edit of an old record changes no size: only the whole chain shows it
+        if ledger.broken:
+            raise AuditBroken(f"{refused}: the audit log is broken: {ledger.broken}")
+        mark_interrupted(ledger)
+    except AuditError as e:
+        lock.release()
+        raise AuditBroken(f"cannot write the audit log, so nothing was done: {e}") from e
+    except BaseException:
+        lock.release()
+        raise
+    return lock

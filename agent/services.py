@@ -58,7 +58,7 @@ class Services:
             reads=Reads(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
             admission=Admission(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
             pruner=Pruner(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
-            metrics=AgentCollector(config=config, ledger=ledger, docker=docker),
+            metrics=AgentCollector(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
         )
 
 

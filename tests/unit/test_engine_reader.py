@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -47,7 +48,12 @@ def engine(tmp_path: Path) -> Iterator[Callable[[list[Answer]], str]]:
         return f"unix://{path}"
 
     yield start
+    # close() alone does not wake a thread blocked in accept(): shut the socket down first, then wait for it.
+    with contextlib.suppress(OSError):
+        server.shutdown(socket.SHUT_RDWR)
     server.close()
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "the fake engine did not stop"
 
 
 def ok(body: dict[str, object], status: int = 200) -> Answer:
@@ -89,3 +95,16 @@ def test_a_new_connection_closed_at_once_is_an_os_error(engine: Callable[[list[A
     with pytest.raises(OSError):
         reader.inspect_container("c1")
     reader.close()
+
+
+def test_an_answer_that_is_not_json_is_an_os_error(engine: Callable[[list[Answer]], str]) -> None:
+    """Found in review: a 200 whose body is not JSON raised a ValueError, which no caller handles (a 500 for
+    /v1/status, /v1/metrics and the page) where the SDK's error means "Docker unreachable"."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 8\r\n\r\n"
+    reader = EngineReader.for_host(engine([lambda request: head + b"<html>hi"]), tls=False, timeout=5)
+    assert reader is not None
+    try:
+        with pytest.raises(OSError, match="not JSON"):
+            reader.inspect_container("c1")
+    finally:
+        reader.close()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.auditlog import AuditLog
+from agent.lock import try_lock
 from conftest import Api, record_deployment
 from fakedocker import FakeContainer, FakeDocker
 
@@ -30,9 +31,13 @@ def test_metrics_count_finished_deployments_and_read_docker_now(make_api: Callab
     record_deployment(log, "a1", "dev", "1.0.0", "succeeded")
     record_deployment(log, "a2", "dev", "1.0.1", "failed")
     record_deployment(log, "a3", "dev", "1.0.2", "succeeded")
-    record_deployment(log, "a4", "prod", "1.0.2", None)  # still running
-
-    found = samples(api)
+    record_deployment(log, "a4", "prod", "1.0.2", None)  # still running: its worker holds the deploy lock
+    lock = try_lock(api.state_dir / "deploy.lock")
+    assert lock is not None
+    try:
+        found = samples(api)
+    finally:
+        lock.release()
 
     def one(name: str, **labels: str) -> float:
         return found[(name, tuple(sorted(labels.items())))]
@@ -48,6 +53,18 @@ def test_metrics_count_finished_deployments_and_read_docker_now(make_api: Callab
     assert one("deployplan_audit_intact") == 1
     assert one("deployplan_docker_reachable") == 1
     assert one("deployplan_deploy_in_progress") == 1
+
+
+def test_a_deployment_whose_worker_died_is_interrupted_not_in_progress(make_api: Callable[..., Api]) -> None:
+    """Found in review: a scrape did not look for dead workers (a status read did), so a deploy whose worker died
+    was in progress on every scrape until someone read /v1/status."""
+    api = make_api()
+    record_deployment(AuditLog(api.state_dir / "audit.jsonl"), "d1", "dev", "1.0.0", None)  # no lock held: dead
+
+    found = samples(api)
+
+    assert found[("deployplan_deploy_in_progress", ())] == 0
+    assert found[("deployplan_deployments_total", (("environment", "dev"), ("state", "interrupted")))] == 1
 
 
 def test_metrics_with_docker_gone(make_api: Callable[..., Api]) -> None:

@@ -13,7 +13,6 @@ import pytest
 from agent.auditlog import AuditLog
 from agent.config import Config, load_config
 from agent.deploy import LOG_LINE_BYTES, LOG_TAIL_BYTES, Deployment
-from agent.dockerio import DockerAccess
 from agent.executor import ActionFailed, Executor
 from agent.ledger import Ledger
 from agent.validate import DeployRequest, check_request
@@ -59,7 +58,8 @@ def plan_data(env: str = "dev") -> dict[str, Any]:
 
 
 class Recorder:
-    """The executor's two entry points: records each action, learns a digest and a container id, fails if told."""
+    """The executor: records each action, learns a digest and a container id, fails if told; its client (what a
+    deployment reads: what runs, the new container's logs) is the fake Docker's."""
 
     def __init__(
         self, *, fail_at: str | None = None, message: str = "", created: str = NEW, stop_error: str | None = None
@@ -67,6 +67,7 @@ class Recorder:
         self.fail_at, self.message, self.created, self.stop_error = fail_at, message, created, stop_error
         self.actions: list[Action] = []
         self.stopped: list[tuple[str, int]] = []
+        self.docker: FakeDocker | None = None
 
     def perform(self, action: Action) -> dict[str, Any]:
         self.actions.append(action)
@@ -82,6 +83,13 @@ class Recorder:
         self.stopped.append((container, timeout))
         if self.stop_error is not None:
             raise ActionFailed(self.stop_error)
+
+    def client(self) -> Any:
+        assert self.docker is not None, "run() gives the recorder its Docker"
+        return self.docker.connect(timeout=60)
+
+    def close(self) -> None:
+        pass
 
     def kinds(self) -> list[str]:
         return [action.kind for action in self.actions]
@@ -147,14 +155,14 @@ def deploy(
     """Accept (the deployment_started record, as agent.admission writes it), then run to the end."""
     accepted = request(config, env, public)
     ledger.append("deployment_started", deployment_id=deployment_id, actor=ACTOR, **accepted.started_record())
+    recorder.docker = docker
     Deployment(
         id=deployment_id,
         actor=ACTOR,
         request=accepted,
         config=config,
         ledger=ledger,
-        executor=cast(Executor, recorder),  # duck-typed: perform and stop_for_inspection are all a deploy calls
-        docker=DockerAccess(docker.connect),
+        executor=cast(Executor, recorder),  # duck-typed: perform, stop_for_inspection, client and close
     ).run()
     return Run(deployment_id, ledger.audit, ledger, recorder, docker)
 

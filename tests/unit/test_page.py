@@ -10,6 +10,7 @@ import pytest
 from agent.auditlog import AuditLog
 from conftest import Api, record_deployment
 from fakedocker import FakeContainer, FakeDocker
+from runner import __version__
 
 R = "registry.test/acme/trader/runtime"
 HOSTILE = "<script>alert(1)</script></textarea>\"'><img src=x onerror=alert(2)>"
@@ -155,7 +156,9 @@ def test_errors_are_pages_never_tracebacks(page: Api, method: str, path: str, st
 def test_every_page_needs_authentication(make_api: Callable[..., Api], path: str) -> None:
     response = make_api(headers={}).get(path)
     assert response.status_code == 401
-    assert "<h1>401 unauthorized</h1>" in response.get_data(as_text=True)
+    body = response.get_data(as_text=True)
+    assert "<h1>401 unauthorized</h1>" in body
+    assert __version__ not in body  # a stranger learns nothing of the agent, not even its version
 
 
 def test_the_stylesheet_is_served_by_the_agent(page: Api) -> None:

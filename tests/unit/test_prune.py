@@ -164,6 +164,33 @@ def test_a_prune_while_a_deploy_holds_the_lock_is_409(pruning: Api) -> None:
     assert pruning.docker.calls == []
 
 
+def test_a_prune_checks_the_whole_chain_under_the_lock_as_a_deploy_does(pruning: Api) -> None:
+    """Found in review: a prune checked only what the agent had read since it started, so an old record edited in
+    place (the size unchanged) did not stop it, where it stops a deploy."""
+    assert pruning.post("/v1/prune", {"keep": 1, "dry_run": True}).status_code == 200  # every record read
+    path = pruning.state_dir / "audit.jsonl"
+    text = path.read_text("utf-8")
+    edited = text.replace('"tag":"1.0.1"', '"tag":"1.0.9"', 1)
+    assert len(edited) == len(text) != 0 and edited != text
+    path.write_text(edited, "utf-8")
+
+    response = pruning.post("/v1/prune", {"keep": 1, "dry_run": False})
+
+    assert (response.status_code, response.get_json()["error"]["code"]) == (503, "audit_broken")
+    assert "a prune is refused" in response.get_json()["error"]["message"]
+    assert pruning.docker.touched() == []
+
+
+def test_a_prune_marks_a_dead_workers_deployment_interrupted_first(pruning: Api) -> None:
+    """Found in review: a prune wrote its records while a deployment whose worker had died was still running."""
+    record_deployment(AuditLog(pruning.state_dir / "audit.jsonl"), "d3", "dev", "1.0.4", None)  # no lock held
+
+    assert pruning.post("/v1/prune", {"keep": 1, "dry_run": False}).status_code == 200
+
+    events = [(r["event"], r["deployment_id"]) for r in pruning.audit()[-3:]]
+    assert events == [("deployment_interrupted", "d3"), ("prune_started", None), ("prune_finished", None)]
+
+
 def test_a_bad_prune_body_is_400_with_details(pruning: Api) -> None:
     response = pruning.post("/v1/prune", {"keep": 99})
     found = response.get_json()["error"]
