@@ -79,7 +79,7 @@ def hostile_container(agent: Agent, images: Images, docker_client: docker.Docker
     )
     try:
         deadline = time.monotonic() + 20
-        while b"token=" not in container.logs() and time.monotonic() < deadline:
+        while b"token=" not in container.logs(tail=5) and time.monotonic() < deadline:
             time.sleep(0.2)
         yield agent.containers["dev"]
     finally:
@@ -178,25 +178,28 @@ def test_both_workers_give_the_same_metrics(agent: Agent, images: Images) -> Non
 def prune_images(images: Images, registry: lab.Registry, docker_client: docker.DockerClient) -> Iterator[Images]:
     """Three tags with distinct digests under a repository of this test's own (prune removes what it names).
 
-    Request it before the agent: torn down after the agent has removed its containers, so that no image is still
-    in use when its references go (a forced removal would leave it behind, untagged).
+    Torn down whatever the fixture order: a container still using one of the images (the agent's, if it is torn
+    down later) is removed first, since removing a used image's references only untags it and leaves it behind.
     """
     name = f"{PREFIX}-prune-{secrets.token_hex(2)}"
     repository = f"{registry.host}/{name}/runtime"
-    digests = {}
-    for tag in ("2.0.0", "2.0.1", "2.0.2"):
-        lab.build_runtime_image(docker_client, f"{repository}:{tag}", label=f"{name}-{tag}")
-        digests[tag] = lab.push(docker_client, f"{repository}:{tag}")
-    lab.remove_images(docker_client, repository)
-    yield Images(repository=repository, digests=digests)
-    lab.remove_images(docker_client, repository)
-    lab.remove_images(docker_client, f"{registry.host}/{PREFIX}-mirror")
-    left = [
-        image.id
-        for tag in digests
-        for image in docker_client.images.list(all=True, filters={"label": f"deployplan.lab.variant={name}-{tag}"})
-    ]
-    assert left == [], f"images of this test left behind: {left}"
+    digests: dict[str, str] = {}
+    try:
+        for tag in ("2.0.0", "2.0.1", "2.0.2"):
+            lab.build_runtime_image(docker_client, f"{repository}:{tag}", label=f"{name}-{tag}")
+            digests[tag] = lab.push(docker_client, f"{repository}:{tag}")
+        lab.remove_images(docker_client, repository)
+        yield Images(repository=repository, digests=digests)
+    finally:
+        labels = [f"deployplan.lab.variant={name}-{tag}" for tag in ("2.0.0", "2.0.1", "2.0.2")]
+        ours = [image.id for label in labels for image in docker_client.images.list(all=True, filters={"label": label})]
+        for container in docker_client.containers.list(all=True):
+            if container.attrs["Image"] in ours:  # only this test's images: only its containers
+                container.remove(force=True)
+        lab.remove_images(docker_client, repository)
+        lab.remove_images(docker_client, f"{registry.host}/{PREFIX}-mirror")
+        left = [image.id for label in labels for image in docker_client.images.list(all=True, filters={"label": label})]
+        assert left == [], f"images of this test left behind: {left}"
 
 
 def _local(client: docker.DockerClient, repository: str) -> set[str]:
@@ -204,8 +207,8 @@ def _local(client: docker.DockerClient, repository: str) -> set[str]:
 
 
 def test_prune_keeps_what_runs_and_the_newest_and_only_touches_its_repository(
-    prune_images: Images,  # first: see the fixture
     make_agent: AgentFactory,
+    prune_images: Images,
     docker_client: docker.DockerClient,
     registry: lab.Registry,
     cli: Cli,

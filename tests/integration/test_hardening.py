@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import docker
 import pytest
 
 import lab
-from realparts import CANARY, PREFIX, RUNTIME_ENV, Agent, AgentFactory, Cli, Images, agent_env, plan_data
+from realparts import CANARY, PREFIX, REPO, RUNTIME_ENV, Agent, AgentFactory, Cli, Images, agent_env, plan_data
 
 # -- a healthcheck that prints the secret
 
@@ -45,15 +46,54 @@ def test_a_healthcheck_that_prints_the_secret_is_masked_everywhere(
     agent: Agent, images: Images, leaky_tag: str, cli: Cli, tmp_path: Path
 ) -> None:
     """Found in review: a failing healthcheck's output reached the step message, the deployment's error, the audit
-    log, the agent's log, apply's last line and the job summary unmasked."""
+    log, the agent's log, apply's last line and the job summary unmasked. The first deploy goes through `apply` in
+    GitHub mode, so every one of them is looked at; the second sends a multi-line secret, which the table of a
+    workspace does not list, straight to the agent."""
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "infra").mkdir()
+    plan = (REPO / "plans" / "runtime.yaml").read_text("utf-8")
+    for old, new in (
+        ("ghcr.io/{{ repository }}/runtime", images.repository),
+        ("stop_timeout: 30", "stop_timeout: 2"),
+        ("stable_for: 5", "stable_for: 2"),
+        ("timeout: 60", "timeout: 15"),
+    ):
+        assert old in plan
+        plan = plan.replace(old, new)
+    (tmp_path / "plans" / "runtime.yaml").write_text(plan, "utf-8")
+    (tmp_path / "infra" / "ENV_SCHEMA.md").write_text((REPO / "infra" / "ENV_SCHEMA.md").read_text("utf-8"))
+    summary = tmp_path / "summary.md"
+    env = {
+        **RUNTIME_ENV,
+        "DEPLOY_AGENT_TOKEN": agent.token,
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_STEP_SUMMARY": str(summary),
+    }
+
+    result = cli.run(
+        "apply", "plans/runtime.yaml", "--env", "dev", "--tag", leaky_tag, "--agent", agent.url, cwd=tmp_path, env=env
+    )
+
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("deploy failed: dev 6.6.6: failed in step verify: ") and "checking with ****" in last
+    masks = [line for line in result.stdout.splitlines() if line.startswith("::add-mask::")]
+    assert masks == [f"::add-mask::{RUNTIME_ENV['RUNTIME_API_TOKEN']}"]  # the runner is told first
+    assert (result.stdout + result.stderr).count(CANARY) == 1, result.stdout + result.stderr  # and only there
+    assert "checking with ****" in summary.read_text("utf-8") and CANARY not in summary.read_text("utf-8")
+    found = re.search(r"^deployment (\S+) accepted$", result.stdout, re.MULTILINE)
+    assert found is not None, result.stdout
+    through_apply = agent.get(f"/v1/deployments/{found.group(1)}").json()
+
     key = f"-----BEGIN KEY-----\n{CANARY}-line-two\n-----END KEY-----"
     env = {**RUNTIME_ENV, "RUNTIME_KEY": key}
-    failed = agent.deploy(plan_data(images, leaky_tag, stable_for=2, verify_timeout=15), env=env)
+    direct = agent.deploy(plan_data(images, leaky_tag, stable_for=2, verify_timeout=15), env=env)
 
-    assert failed["state"] == "failed" and failed["error"]["step"] == "verify"
-    assert "is unhealthy: checking with ****" in failed["error"]["message"], failed["error"]
-    everything = json.dumps(failed) + (agent.state_dir / "audit.jsonl").read_text() + agent.server.log_text()
-    assert CANARY not in everything
+    for failed in (through_apply, direct):
+        assert failed["state"] == "failed" and failed["error"]["step"] == "verify"
+        assert "is unhealthy: checking with ****" in failed["error"]["message"], failed["error"]
+    everything = json.dumps([through_apply, direct]) + (agent.state_dir / "audit.jsonl").read_text()
+    assert CANARY not in everything + agent.server.log_text()
 
 
 # -- a crash in the middle of an append

@@ -63,11 +63,12 @@ def test_the_summary_masks_before_it_escapes() -> None:
         "state": "failed",
         "steps": [{"action": "verify", "name": "Verify", "state": "failed", "message": f"unhealthy: {secret}"}],
         "error": {"step": "verify", "message": f"unhealthy: {secret}"},
+        "actor": "token",
         "audit_head": {"seq": 9, "hash": "f" * 64},
         "origin": {"run_url": "https://github.com/acme/trader/actions/runs/1", "actor": "o|c`t"},
     }
     text = summary_markdown(deployment, verified="no", logs=[f"token {secret}"], mask=Masker([secret]).mask)
     assert "p&amp;ss" not in text and "ss&lt;w" not in text and "w\\|rd" not in text and "rd&gt;42" not in text
     assert text.count("****") == 3
-    assert "| actor | `None` for `o\\|c't` |" in text
+    assert "| actor | `token` for `o\\|c't` |" in text
     assert f"| audit head | `9:{'f' * 64}` |" in text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import pytest
@@ -363,12 +362,10 @@ def test_facts_carry_variable_names_never_values() -> None:
     [pytest.param(Facts(env_names=ENV_NAMES), id="local"), pytest.param(full(known_digest=DIGEST), id="server")],
 )
 def test_actions_name_variables_and_hold_no_value(facts: Facts) -> None:
-    values = {"RUNTIME_API_TOKEN": "s3cret-api-token-value", "RUNTIME_ENV": "dev", "RUNTIME_LOG_LEVEL": "info"}
-    assert tuple(sorted(values)) == facts.env_names
+    """The builders see variable names only (Facts holds no value: test_facts_carry_variable_names_never_values);
+    no action carries an environment of its own, and create names exactly the variables it will be given."""
     actions = [action for build in steps.BUILDERS.values() for action in build(plan(), facts)]
-    everything = json.dumps([dataclasses.asdict(a) for a in actions])
 
-    assert "s3cret-api-token-value" not in everything
     for action in actions:
         assert not {"env", "environment"} & set(action.options)
     created = [a for a in actions if a.kind == "create"]
