@@ -21,9 +21,9 @@ from agent.auditlog import AuditError
 from agent.auth import require_deployer
 from agent.config import Config
 from agent.dockerio import DOCKER_ERRORS, DockerAccess
-from agent.errors import AuditBroken, BadRequest, DockerUnavailable, Forbidden
+from agent.errors import AuditBroken, BadRequest, Busy, DockerUnavailable, Forbidden
 from agent.ledger import Ledger
-from agent.recovery import lock_for_change
+from agent.recovery import lock_for_change, reconcile
 
 MAX_KEEP = 50
 Client: TypeAlias = docker.APIClient  # a module-level name: inside Pruner, `docker` is its DockerAccess field
@@ -121,10 +121,15 @@ class Pruner:
     lock_path: Path
 
     def prune(self, *, keep: int, dry_run: bool, actor: str) -> dict[str, Any]:
-        """List the candidates; unless this is a dry run, take the deploy lock and remove them. A dry run is a
-        read any identity may make (it takes no lock, so no reader can hold deploys off with it); removing needs
-        an identity listed for every served environment."""
+        """List the candidates; unless this is a dry run, take the deploy lock and remove them. Both answer 409
+        while a deploy runs. A dry run is a read any identity may make: it takes no lock (it looks for a running
+        deployment instead), so no reader can hold deploys off with it. Removing needs an identity listed for
+        every served environment."""
         if dry_run:
+            reconcile(self.ledger, self.lock_path)  # a deployment whose worker died is not running
+            running = self.ledger.read(lambda s: s.running)
+            if running is not None:
+                raise Busy(f"deployment {running} is in progress: what it pulls and removes would change the answer")
             return self._prune(keep=keep, dry_run=True, actor=actor)
         try:
             require_deployer(self.config, actor, list(self.config.environments), what="prune images")

@@ -211,6 +211,22 @@ def test_a_dry_run_prune_takes_no_lock(pruning: Api) -> None:
         lock.release()
 
 
+def test_a_dry_run_prune_during_a_deploy_is_409_as_the_contract_says(pruning: Api) -> None:
+    """SPEC: a prune answers 409 while a deploy runs; a dry run too, without taking the lock itself."""
+    from agent.lock import try_lock
+
+    record_deployment(AuditLog(pruning.state_dir / "audit.jsonl"), "d3", "dev", "1.0.4", None)
+    lock = try_lock(pruning.state_dir / "deploy.lock")  # its worker is alive and holds the lock
+    assert lock is not None
+    try:
+        response = pruning.post("/v1/prune", {"keep": 1, "dry_run": True})
+    finally:
+        lock.release()
+    assert (response.status_code, response.get_json()["error"]["code"]) == (409, "deploy_in_progress")
+    assert "d3" in response.get_json()["error"]["message"]
+    assert pruning.docker.calls == []
+
+
 def test_docker_gone_midway_is_an_error_entry_and_the_prune_is_recorded(pruning: Api) -> None:
     """Found in review: a connection error after some removals escaped, and prune_finished was never written."""
     calls = []
