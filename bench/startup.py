@@ -37,7 +37,7 @@ def imports(python: Path, argv: list[str], cwd: Path) -> tuple[float, list[tuple
         if not line.startswith("import time:") or "|" not in line:
             continue
         _, cumulative, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
-        if cumulative.isdigit() and not name.startswith(" ") and not line.split("|")[2].startswith("  "):
+        if cumulative.isdigit() and not line.split("|")[2].startswith("  "):  # top level: no indent
             top.append((int(cumulative) / 1000, name))
     return sum(ms for ms, _ in top), sorted(top, reverse=True)
 

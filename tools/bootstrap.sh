@@ -7,6 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 install_python() {
+  # Debian's own python3 refuses pip installs (PEP 668): say what to do instead of failing inside pip.
+  if python3 -c 'import os, sys, sysconfig; sys.exit(sys.prefix != sys.base_prefix or not os.path.exists(
+      os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+    echo "bootstrap: $(command -v python3) is the system's Python, which pip may not install into; use a venv:" >&2
+    echo "  apt-get install -y python3-venv && python3 -m venv .venv && . .venv/bin/activate, then run again" >&2
+    exit 1
+  fi
   # Reinstall whenever setup.cfg (the dependencies) changed since the last install on this machine.
   local stamp=".bootstrap-installed" wanted
   wanted="$(sha256sum setup.cfg | cut -d' ' -f1) $(python3 --version)"
@@ -49,7 +56,11 @@ if ! command -v promtool >/dev/null; then
   echo "bootstrap: extracting promtool from the prometheus package"
   [ "$updated" = yes ] || "${as_root[@]}" apt-get update -qq
   unpack=$(mktemp -d)
-  (cd "$unpack" && "${as_root[@]}" apt-get download -qq prometheus && dpkg -x prometheus_*.deb root)
+  if ! (cd "$unpack" && apt-get download -qq prometheus && dpkg -x prometheus_*.deb root); then
+    rm -rf "$unpack"
+    echo "bootstrap: could not download Debian's prometheus package for promtool (is a Debian mirror reachable?)" >&2
+    exit 1
+  fi
   "${as_root[@]}" install -m 0755 "$unpack/root/usr/bin/promtool" /usr/local/bin/promtool
   rm -rf "$unpack"
 fi

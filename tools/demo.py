@@ -164,8 +164,9 @@ def main() -> None:
         deployplan("prune", "--keep", "1", "--yes", cwd=ws, env=cli_env)
         banner("the audit log's hash chain, checked against the head apply printed (kept off the server)")
         head = re.search(r"^audit head (\d+:[0-9a-f]{64}) ", applied, re.MULTILINE)
-        anchor = ["--anchor", head.group(1)] if head else []
-        deployplan("audit", "verify", str(state / "audit.jsonl"), *anchor, cwd=ws, env=cli_env)
+        if head is None:
+            raise SystemExit("demo: apply printed no audit head")
+        deployplan("audit", "verify", str(state / "audit.jsonl"), "--anchor", head.group(1), cwd=ws, env=cli_env)
         banner("the read-only page a person opens in a browser (through Cloudflare Access on a server)")
         page(f"{agent.url}/", token)
         print("\ndemo: done")

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from runner.core.facts import Facts, Observed, Target
-from runner.core.plan import Plan
+from runner.core.plan import Plan, load_plan, read_plan_file
 from runner.core.steps import describe
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def example_plan() -> Plan:
-    """plans/runtime.yaml rendered for dev, tag 1.0.3, repository acme/trader."""
-    text = (REPO / "plans" / "runtime.yaml").read_text("utf-8")
-    data = yaml.safe_load(text.replace("{{ env }}", "dev").replace("{{ repository }}", "acme/trader"))
-    data["image"] = data["image"].replace("{{ tag }}", "1.0.3")
-    return Plan(source="plans/runtime.yaml", data=data)
+    """plans/runtime.yaml rendered and validated for dev, tag 1.0.3, repository acme/trader, as `render` does."""
+    raw = read_plan_file(REPO / "plans" / "runtime.yaml")
+    return load_plan(raw, source="plans/runtime.yaml", env="dev", tag="1.0.3", repository="acme/trader")
 
 
 def markdown() -> str:

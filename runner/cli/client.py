@@ -165,8 +165,6 @@ class AgentClient:
         )
 
     def _decode(self, status: int, content_type: str, raw: bytes) -> dict[str, Any]:
-        if 300 <= status < 400:
-            raise self._redirected(status, None)
         if content_type != "application/json":
             raise AgentUnreachable(
                 f"the agent at {self.url} answered {status} with {content_type or 'no content type'}, not JSON: "
@@ -201,4 +199,11 @@ def connect(given: str | None, environ: Mapping[str, str]) -> AgentClient:
         raise UsageError("--agent is required (or set DEPLOY_AGENT_URL), e.g. --agent https://deploy.example.com")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--agent {url!r} must be an http:// or https:// URL")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number in 1-65535 raises here, not at the first request
+    except ValueError as e:
+        raise UsageError(f"--agent {url!r} is not a usable URL: {e}") from None
+    if not parts.hostname:
+        raise UsageError(f"--agent {url!r} names no host, e.g. --agent https://deploy.example.com")
     return AgentClient(url, Credentials.from_environ(environ))

@@ -36,7 +36,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _lint(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="*", type=_path, help="plan files or folders (default: plans/)")
+    p.add_argument("paths", nargs="*", type=Path, help="plan files or folders (default: plans/)")
     p.add_argument("--repository", help="owner/repo to render with (default: GITHUB_REPOSITORY, else a sample)")
     _env_schema(p)
 
@@ -88,7 +88,7 @@ def _prune(p: argparse.ArgumentParser) -> None:
 def _audit(p: argparse.ArgumentParser) -> None:
     audit = p.add_subparsers(dest="audit_command", metavar="verify", required=True, parser_class=_Parser)
     v = audit.add_parser("verify", help="check the audit log's hash chain; name the first broken record")
-    v.add_argument("path", type=_path, help="the audit log, e.g. /var/lib/deploy-agent/audit.jsonl")
+    v.add_argument("path", type=Path, help="the audit log, e.g. /var/lib/deploy-agent/audit.jsonl")
     v.add_argument(
         "--anchor",
         action="append",
@@ -123,16 +123,14 @@ _HELP = {
 
 
 def _plan_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("plan", type=_path, help="the plan file, e.g. plans/runtime.yaml")
+    p.add_argument("plan", type=Path, help="the plan file, e.g. plans/runtime.yaml")
     p.add_argument("--env", required=True, help="dev or prod")
     p.add_argument("--tag", required=True, help="the image tag: a full commit SHA or a semantic version")
     p.add_argument("--repository", help="owner/repo, when the plan uses {{ repository }} (default: GITHUB_REPOSITORY)")
 
 
 def _env_schema(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--env-schema", type=_path, default=ENV_SCHEMA_PATH, help="the variable table (default: %(default)s)"
-    )
+    p.add_argument("--env-schema", type=Path, default=ENV_SCHEMA_PATH, help="the variable table (default: %(default)s)")
 
 
 def _agent(p: argparse.ArgumentParser) -> None:
@@ -149,7 +147,3 @@ def _bounded(name: str, low: int, high: int) -> Callable[[str], int]:
 
 
 _limit, _tail, _keep = _bounded("--limit", 1, 200), _bounded("--tail", 1, 5000), _bounded("--keep", 0, 50)
-
-
-def _path(text: str) -> Path:
-    return Path(text)

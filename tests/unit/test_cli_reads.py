@@ -186,3 +186,19 @@ def test_a_torn_last_line_is_noted_not_broken(cli: Cli, audit_log: AuditLog) -> 
     result = cli.run("audit", "verify", str(audit_log.path), cwd=audit_log.path.parent)
     assert result.returncode == 0 and "intact, 5 records" in result.stdout
     assert "the last 12 bytes are a torn line" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://deploy.example.com:abc", "is not a usable URL"),
+        ("https://deploy.example.com:99999", "is not a usable URL"),
+        ("https://:8700", "names no host"),
+    ],
+)
+def test_an_agent_url_that_cannot_be_used_is_a_usage_error(cli: Cli, tmp_path: Path, url: str, message: str) -> None:
+    """Found in review: a port that is not a number was an internal error (exit 1) at the first request."""
+    result = cli.run("status", "--agent", url, cwd=tmp_path, env={"DEPLOY_AGENT_TOKEN": TOKEN})
+
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(f"error: --agent {url!r} {message}"), result.stderr
