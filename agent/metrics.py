@@ -20,7 +20,7 @@ from agent.ledger import Ledger
 from agent.recovery import reconcile
 from agent.state import State
 from runner.core.facts import Observed
-from runner.core.times import parse
+from runner.core.times import parse, seconds
 
 # The exposition format promtool and every Prometheus version read.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -97,9 +97,9 @@ def _deployments(snapshot: Snapshot, envs: list[str]) -> Iterator[Metric]:
     )
     for env, found in snapshot.newest_steps.items():
         for step in found:
-            start, end = parse(step.get("started_at")), parse(step.get("finished_at"))
-            if start is not None and end is not None:
-                steps.add_metric([env, str(step["action"])], (end - start).total_seconds())
+            took = seconds(step)
+            if took is not None:
+                steps.add_metric([env, str(step["action"])], took)
     yield from (total, last, steps)
 
 

@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, Response, render_template
 
 from agent.services import current as services
 from runner import __version__
-from runner.core.times import parse
+from runner.core.times import parse, seconds
 
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
 NEWEST = 20
@@ -60,15 +60,14 @@ def timeline(d: dict[str, Any]) -> list[dict[str, Any]]:
     end = end or last or start
     total = (end - start).total_seconds() if start and end else 0.0
     for step in steps:
-        began, ended = parse(step.get("started_at")), parse(step.get("finished_at"))
-        seconds = (ended - began).total_seconds() if began and ended else None
+        began, length = parse(step.get("started_at")), seconds(step)
         offset = (began - start).total_seconds() if began and start else 0.0
         bars.append(
             {
                 **step,
-                "seconds": seconds,
+                "seconds": length,
                 "x": round(100 * offset / total, 2) if total > 0 else 0.0,
-                "width": max(round(100 * (seconds or 0) / total, 2), 0.5) if total > 0 else (100.0 if seconds else 0.0),
+                "width": max(round(100 * (length or 0) / total, 2), 0.5) if total > 0 else (100.0 if length else 0.0),
             }
         )
     return bars
@@ -93,12 +92,12 @@ def ago(value: str | None, now: datetime) -> str:
     return f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({relative})"
 
 
-def took(item: dict[str, Any], end_key: str = "finished_at", start_key: str = "created_at") -> str:
-    start, end = parse(item.get(start_key)), parse(item.get(end_key))
-    if start is None or end is None:
+def took(deployment: dict[str, Any]) -> str:
+    """How long a deployment took, from its request to its final record."""
+    found = seconds(deployment, start="created_at")
+    if found is None:
         return "-"
-    seconds = (end - start).total_seconds()
-    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return f"{found:.1f} s" if found < 120 else f"{found / 60:.1f} min"
 
 
 def github_run(url: Any) -> str | None:

@@ -16,9 +16,13 @@ def parse(value: str | None) -> datetime | None:
         return None
 
 
+def seconds(item: Mapping[str, Any], *, start: str = "started_at", end: str = "finished_at") -> float | None:
+    """Seconds between two of an item's times (a step's, a deployment's), or None when either is missing."""
+    began, ended = parse(item.get(start)), parse(item.get(end))
+    return None if began is None or ended is None else (ended - began).total_seconds()
+
+
 def duration(item: Mapping[str, Any]) -> str:
     """`1.4 s` between an item's started_at and finished_at, or `-`."""
-    start, end = parse(item.get("started_at")), parse(item.get("finished_at"))
-    if start is None or end is None:
-        return "-"
-    return f"{(end - start).total_seconds():.1f} s"
+    took = seconds(item)
+    return "-" if took is None else f"{took:.1f} s"
