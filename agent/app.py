@@ -9,7 +9,7 @@ from flask import Flask, Response, g, request
 
 from agent import api, web
 from agent.config import Config, load_config
-from agent.dockerio import Connect, connect
+from agent.dockerio import Connect
 from agent.http import register_error_handlers
 from agent.logs import Stopwatch, log, setup_logging
 from agent.services import Services
@@ -19,7 +19,7 @@ MAX_BODY = 256 * 1024
 
 
 def create_app(
-    config: Config | None = None, *, environ: Mapping[str, str] | None = None, docker_connect: Connect = connect
+    config: Config | None = None, *, environ: Mapping[str, str] | None = None, docker_connect: Connect | None = None
 ) -> Flask:
     """Build the app from a Config, else from the environment (raises ConfigError naming every problem).
 

@@ -38,8 +38,12 @@ class Services:
     metrics: AgentCollector
 
     @classmethod
-    def open(cls, config: Config, *, docker_connect: Connect = connect) -> Services:
-        """Prepare the state directory, repair and replay the audit log, mark a dead deployment interrupted."""
+    def open(cls, config: Config, *, docker_connect: Connect | None = None) -> Services:
+        """Prepare the state directory, repair and replay the audit log, mark a dead deployment interrupted.
+
+        By default Docker is the real Engine, its status reads through the lean reader; a given `docker_connect`
+        (the tests' recording Docker) serves every call.
+        """
         statedir.prepare(config.state_dir)
         lock_path = config.state_dir / statedir.LOCK_FILE
         ledger = Ledger(AuditLog(config.state_dir / statedir.AUDIT_FILE))
@@ -48,8 +52,10 @@ class Services:
         if ledger.broken:
             log("audit log broken: deploys refused until an operator acts", level=logging.ERROR, reason=ledger.broken)
         reconcile(ledger, lock_path)
-        reader = partial(_lean_reader, config) if docker_connect is connect else None
-        docker = DockerAccess(docker_connect, reader=reader)
+        if docker_connect is None:
+            docker = DockerAccess(connect, reader=partial(_lean_reader, config))
+        else:
+            docker = DockerAccess(docker_connect)
         return cls(
             config=config,
             auth=make_authenticator(config),
