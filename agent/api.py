@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
@@ -15,6 +14,7 @@ from agent.metrics import exposition
 from agent.prune import check_body as check_prune
 from agent.reads import MAX_WAIT
 from agent.services import current as services
+from runner.core.times import since_timestamp
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
 health = Blueprint("health", __name__)
@@ -115,15 +115,10 @@ def since_param(raw: str | None) -> float | None:
     """`since`: a number of seconds back, or an RFC 3339 time; a Unix time for Docker."""
     if raw is None:
         return None
-    if raw.isascii() and raw.isdigit() and 0 < int(raw) <= 10 * 365 * 86400:
-        return time.time() - int(raw)
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None or when.timestamp() <= 0:
+    found = since_timestamp(raw, now=time.time())
+    if found is None:
         raise BadRequest("since must be a number of seconds back (e.g. 600) or an RFC 3339 time with its offset")
-    return when.timestamp()
+    return found
 
 
 def _depth(value: Any) -> int:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 from runner.cli.client import connect
 from runner.cli.console import Console
 from runner.cli.errors import Exit, UsageError
 from runner.cli.report import history_table, status_table
 from runner.core.text import printable
+from runner.core.times import since_timestamp
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -54,10 +56,13 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _since(text: str) -> str:
-    """--since as the agent takes it: seconds back (from 90s, 10m, 2h, 1d), or an RFC 3339 time as given."""
+    """--since as the agent takes it: seconds back (from 90s, 10m, 2h, 1d), or an RFC 3339 time as given; what
+    the agent would refuse is refused here (exit 2, nothing asked)."""
     number, unit = text[:-1], text[-1:]
-    if unit in _UNITS and number.isascii() and number.isdigit() and int(number) > 0:
-        return str(int(number) * _UNITS[unit])
-    if "T" in text and (text.endswith("Z") or "+" in text[10:] or "-" in text[10:]):
-        return text
-    raise UsageError(f"--since {text!r}: use a duration like 90s, 10m, 2h or 1d, or an RFC 3339 time with its offset")
+    sent = str(int(number) * _UNITS[unit]) if unit in _UNITS and number.isascii() and number.isdigit() else text
+    if since_timestamp(sent, now=time.time()) is None:
+        raise UsageError(
+            f"--since {text!r}: use a duration like 90s, 10m, 2h or 1d (at most ten years), or an RFC 3339 time "
+            "with its offset"
+        )
+    return sent

@@ -16,6 +16,21 @@ def parse(value: str | None) -> datetime | None:
         return None
 
 
+# `since` (of /v1/logs): at most this many seconds back.
+MAX_SINCE_SECONDS = 10 * 365 * 86400
+
+
+def since_timestamp(raw: str, *, now: float) -> float | None:
+    """`since` as the agent takes it, a number of seconds back or an RFC 3339 time with its offset: the Unix time
+    it names, or None when it is neither (the agent answers 400, the CLI refuses it first)."""
+    if raw.isascii() and raw.isdigit():
+        return now - int(raw) if 0 < int(raw) <= MAX_SINCE_SECONDS else None
+    when = parse(raw)
+    if when is None or when.tzinfo is None or when.timestamp() <= 0:
+        return None
+    return when.timestamp()
+
+
 def seconds(item: Mapping[str, Any], *, start: str = "started_at", end: str = "finished_at") -> float | None:
     """Seconds between two of an item's times (a step's, a deployment's), or None when either is missing."""
     began, ended = parse(item.get(start)), parse(item.get(end))

@@ -103,6 +103,18 @@ def test_logs_since_a_duration_reaches_the_agent_in_seconds(cli: Cli, tmp_path: 
     assert options["tail"] == 7 and isinstance(options["since"], float)
 
 
+@pytest.mark.parametrize("since", ["5000d", "xxxxxxxxxxT-1", "2026-01-01T00:00:00", "0s", "soon"])
+def test_a_since_the_agent_would_refuse_is_refused_first(
+    cli: Cli, tmp_path: Path, agent_url: Callable, since: str
+) -> None:
+    """Found in review: the CLI's own check let through what the agent answers 400 to (exit 3, "refused")."""
+    docker = runtime([(t(1), "stdout", "hello")])
+    result = cli.run("logs", "--env", "dev", "--since", since, cwd=tmp_path, env=env(agent_url(docker)))
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(f"error: --since {since!r}: use a duration like 90s"), result.stderr
+    assert docker.calls == []
+
+
 def test_logs_of_no_container_say_so(cli: Cli, tmp_path: Path, agent_url: Callable) -> None:
     result = cli.run("logs", "--env", "prod", cwd=tmp_path, env=env(agent_url()))
     assert (result.returncode, result.stdout) == (0, "")
