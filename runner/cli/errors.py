@@ -31,3 +31,11 @@ class AgentRefused(DeployplanError):
 
 class DeployFailed(DeployplanError):
     """The deploy ran and failed, or its result could not be verified (exit 1)."""
+
+
+class Answered(Exception):
+    """argparse answered by itself (--help, --version) and would have exited; run() returns its status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status

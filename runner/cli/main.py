@@ -13,7 +13,7 @@ import signal
 import sys
 
 from runner import __version__
-from runner.cli.errors import AgentRefused, AgentUnreachable, DeployFailed, Exit, UsageError
+from runner.cli.errors import AgentRefused, AgentUnreachable, Answered, DeployFailed, Exit, UsageError
 from runner.core.errors import DeployplanError, InvalidInput
 
 TYPE_CHECKING = False
@@ -57,6 +57,8 @@ def run(argv: Sequence[str], console: Console) -> int:
 
         args = build_parser(named).parse_args(argv)
         return _command(args.command)(args, console)
+    except Answered as e:  # --help: argparse printed it
+        return e.status
     except UsageError as e:
         console.error(f"error: {e}")
         return Exit.INVALID

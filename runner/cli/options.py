@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from runner import __version__
-from runner.cli.errors import UsageError
+from runner.cli.errors import Answered, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,6 +19,12 @@ ENV_SCHEMA_PATH = "infra/ENV_SCHEMA.md"
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        """--help (and --version among other options) end here: raised to run(), the one place that exits."""
+        if message:
+            self._print_message(message)
+        raise Answered(status)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

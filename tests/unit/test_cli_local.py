@@ -107,3 +107,9 @@ def test_a_credential_that_cannot_be_a_header_is_named_never_shown(cli: Cli, wor
     assert result.returncode == 2
     assert name in result.stderr
     assert "SECRET" not in result.stdout + result.stderr.replace(name, "")
+
+
+@pytest.mark.parametrize("argv", [["apply", "-h"], ["--help"], ["--verbose", "--version"]])
+def test_help_and_version_return_through_run_instead_of_exiting(cli: Cli, workspace: Path, argv: list[str]) -> None:
+    """Found in review: argparse's own --help raised SystemExit out of run(), past the one place that exits."""
+    assert cli.run(*argv, cwd=workspace).returncode == 0
