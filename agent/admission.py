@@ -19,7 +19,7 @@ from agent.executor import Executor
 from agent.ledger import Ledger
 from agent.logs import log
 from agent.reads import environment_entry, last_deployments
-from agent.recovery import lock_for_change
+from agent.recovery import lock_for_change, released_on_failure
 from agent.validate import DeployRequest, check_request
 from runner.core.facts import Facts
 from runner.core.secrets import Secret
@@ -112,17 +112,11 @@ class Admission:
         except Busy:
             running = self.ledger.read(lambda s: s.running)
             raise Busy(f"another deploy or prune is in progress ({running or 'a prune'}); wait for it") from None
-        try:
+        with released_on_failure(lock):
             deployment, record = self._start_record(request, actor=actor)
             # Should the thread not start, the lock is released here and the recorded deployment, with no final
             # record and no worker, is marked interrupted by the next read.
             threading.Thread(target=run_in_background, args=(deployment, lock), name=f"deploy-{deployment.id}").start()
-        except AuditError as e:
-            lock.release()
-            raise AuditBroken(f"cannot write the audit log, so nothing was done: {e}") from e
-        except BaseException:
-            lock.release()
-            raise
         return {
             "deployment_id": deployment.id,
             "status_url": f"/v1/deployments/{deployment.id}",

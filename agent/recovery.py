@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from agent.auditlog import AuditError
@@ -50,15 +52,22 @@ def lock_for_change(ledger: Ledger, lock_path: Path, *, refused: str) -> DeployL
     `refused` starts the message of a broken chain: "deploys are refused", "a prune is refused".
     """
     lock = take_lock(lock_path)
-    try:
+    with released_on_failure(lock):
         ledger.verify_all()  # an in-place edit of an old record changes no size: only the whole chain shows it
         if ledger.broken:
             raise AuditBroken(f"{refused}: the audit log is broken: {ledger.broken}")
         mark_interrupted(ledger)
+    return lock
+
+
+@contextlib.contextmanager
+def released_on_failure(lock: DeployLock) -> Iterator[None]:
+    """Keep the lock if the block succeeds; release it if it fails, an AuditError told as AuditBroken."""
+    try:
+        yield
     except AuditError as e:
         lock.release()
         raise AuditBroken(f"cannot write the audit log, so nothing was done: {e}") from e
     except BaseException:
         lock.release()
         raise
-    return lock
