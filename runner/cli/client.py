@@ -41,6 +41,7 @@ class Credentials:
                 raise UsageError(
                     f"{name} contains a space, a line break or a non-ASCII character: set it again, exactly as issued"
                 )
+        _refuse_half_access_token(environ)
         secret = environ.get("CF_ACCESS_CLIENT_SECRET")
         token = environ.get("DEPLOY_AGENT_TOKEN")
         return cls(
@@ -59,8 +60,29 @@ class Credentials:
         return headers
 
 
+def _refuse_half_access_token(environ: Mapping[str, str]) -> None:
+    """One of the two Access variables without the other would send no Access headers at all: refused by name."""
+    names = ("CF_ACCESS_CLIENT_ID", "CF_ACCESS_CLIENT_SECRET")
+    given = [name for name in names if environ.get(name)]
+    if len(given) == 1:
+        lacking = next(name for name in names if name not in given)
+        state = "empty (an empty GitHub secret arrives as an empty string)" if lacking in environ else "not set"
+        raise UsageError(
+            f"{given[0]} is set but {lacking} is {state}: set both, from the same Cloudflare Access service token, "
+            "or neither; nothing was sent"
+        )
+
+
 class NotDelivered(AgentUnreachable):
     """The request certainly never reached the agent: no connection, or a redirect in front of it."""
+
+
+class Redirected(NotDelivered):
+    """Something in front of the agent answered with a redirect: Cloudflare Access sending us to its login page."""
+
+    def __init__(self, message: str, location: str | None) -> None:
+        super().__init__(message)
+        self.location = location
 
 
 class ApiFailure(AgentRefused):
@@ -85,6 +107,7 @@ class AgentClient:
         parts = urlsplit(self.url)
         self._secure, self._host, self._base = parts.scheme == "https", parts.netloc, parts.path
         self._connection: http.client.HTTPConnection | None = None
+        self.last_date: str | None = None  # the HTTP Date header of the last answer (`deployplan check`'s clock)
 
     def get(self, path: str, *, timeout: float | None = None, **query: str | int | None) -> dict[str, Any]:
         given = {k: v for k, v in query.items() if v is not None}
@@ -139,6 +162,7 @@ class AgentClient:
                 # agent got the request.
                 error = NotDelivered if isinstance(e, ConnectionRefusedError | socket.gaierror) else AgentUnreachable
                 raise error(f"cannot reach the agent at {self.url}: {e}") from e
+            self.last_date = response.getheader("Date")
             if response.will_close:
                 self.close()
             if 300 <= response.status < 400:
@@ -156,12 +180,13 @@ class AgentClient:
             self._connection.sock.settimeout(timeout)
         return self._connection
 
-    def _redirected(self, status: int, location: str | None) -> NotDelivered:
-        return NotDelivered(
+    def _redirected(self, status: int, location: str | None) -> Redirected:
+        return Redirected(
             f"the agent at {self.url} answered with a redirect ({status} to {location or 'nowhere'}): that is "
             "Cloudflare Access asking for a login, so the service token (CF_ACCESS_CLIENT_ID / "
             "CF_ACCESS_CLIENT_SECRET) is wrong or the Access policy is not a Service Auth policy, or --agent is not "
-            "the agent's https:// URL"
+            "the agent's https:// URL",
+            location,
         )
 
     def _decode(self, status: int, content_type: str, raw: bytes) -> dict[str, Any]:

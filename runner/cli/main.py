@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "logs": "runner.cli.reads:cmd_logs",
     "prune": "runner.cli.prune:cmd_prune",
     "audit": "runner.cli.audit:cmd_audit",
+    "check": "runner.cli.check:cmd_check",
 }
 
 

@@ -104,6 +104,17 @@ def _audit(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", required=True, help="dev or prod")
+    p.add_argument("--tag", help="also dry-run this tag at the agent: the registry is asked whether it exists")
+    p.add_argument("--agent", help="the agent's URL (default: DEPLOY_AGENT_URL)")
+    p.add_argument("--github", action="store_true", help="also read the repository's settings through GitHub's API")
+    p.add_argument("--repository", help="owner/repo (default: GITHUB_REPOSITORY)")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p.add_argument("--plan", type=Path, default=Path("plans/runtime.yaml"), help="the plan (default: %(default)s)")
+    _env_schema(p)
+
+
 _OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "lint": _lint,
     "render": _render,
@@ -114,6 +125,7 @@ _OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "logs": _logs,
     "prune": _prune,
     "audit": _audit,
+    "check": _check,
 }
 _HELP = {
     "lint": "lint plan files, the variable table and the deploy workflow",
@@ -125,6 +137,7 @@ _HELP = {
     "logs": "the runtime's recent output (secret values masked)",
     "prune": "remove old runtime images from the server (lists only, unless --yes)",
     "audit": "the audit log",
+    "check": "prove the setup before a deploy: plan, variables, agent, tag, GitHub settings; changes nothing",
 }
 
 

@@ -1,0 +1,194 @@
+"""`deployplan check`'s verdicts on the agent's answers: whoami, status, a dry run, the OIDC settings.
+
+Plain data in (the answers as JSON objects), Check lines out; check.py asks the agent.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from runner.cli.preflight import LOW_DISK, Check, fail, ok, warn
+
+
+def whoami(answer: Mapping[str, Any], *, env: str, repository: str | None) -> list[Check]:
+    """Who the agent thinks we are, whether that identity may deploy ENV, whether ENV is served, and whether the
+    plan's image repository is the one the agent deploys."""
+    actor = answer.get("actor")
+    checks = [ok("identity", f"the agent knows this caller as {actor!r}")]
+    served = list(answer.get("environments") or [])
+    variable = f"DEPLOY_AGENT_DEPLOYERS_{env.upper()}"
+    if env not in served:
+        checks.append(
+            fail(
+                "serves",
+                f"the agent serves {', '.join(served) or 'no environment'}, not {env}",
+                f"add {env} to DEPLOY_AGENT_ENVIRONMENTS on the server (with DEPLOY_AGENT_CONTAINER_{env.upper()}, "
+                f"DEPLOY_AGENT_VOLUMES_{env.upper()} and {variable}), or deploy with the agent that serves it",
+            )
+        )
+    else:
+        checks.append(ok("serves", f"the agent serves {env}"))
+    if (answer.get("may_deploy") or {}).get(env) is True:
+        checks.append(ok("may deploy", f"{actor!r} may deploy {env}"))
+    else:
+        checks.append(
+            fail(
+                "may deploy",
+                f"{actor!r} may not deploy {env}: a deploy would be refused with 403 after the reviewers approved",
+                f"add {actor!r} (the service token's common name, exactly) to {variable} on the server and restart "
+                "the agent; or use the service token that is listed there",
+            )
+        )
+    theirs = answer.get("repository")
+    if repository is None:
+        checks.append(warn("repository", f"the agent deploys {theirs}; the plan did not render, so not compared"))
+    elif theirs == repository:
+        checks.append(ok("repository", f"the plan's image repository is the agent's ({theirs})"))
+    else:
+        checks.append(
+            fail(
+                "repository",
+                f"the plan's image repository {repository} is not the agent's {theirs}: every deploy would be refused",
+                "make DEPLOY_AGENT_IMAGE_REPOSITORY on the server and the plan's image (with --repository or "
+                "GITHUB_REPOSITORY) name the same repository",
+            )
+        )
+    return checks
+
+
+def status(answer: Mapping[str, Any]) -> list[Check]:
+    """The agent's Docker, audit chain, a deploy in progress, and disk, from GET /v1/status."""
+    agent = answer.get("agent") or {}
+    checks = []
+    if agent.get("docker") == "reachable":
+        checks.append(ok("docker", "the agent reaches its Docker Engine"))
+    else:
+        checks.append(
+            fail(
+                "docker",
+                f"the agent's Docker Engine is {agent.get('docker')}",
+                "on the server: start Docker, and check the agent's user may use its socket (deploy-agent check)",
+            )
+        )
+    if agent.get("audit") == "ok":
+        checks.append(ok("audit", "the audit chain is intact"))
+    else:
+        problem = agent.get("audit_problem") or agent.get("audit")
+        checks.append(
+            fail(
+                "audit",
+                f"the audit chain is broken ({problem}): the agent refuses every deploy",
+                "on the server, find what changed the audit log (docs/agent.md, 'A broken audit chain')",
+            )
+        )
+    running = agent.get("deploy_in_progress")
+    if running:
+        checks.append(warn("deploy in progress", f"deployment {running} is running: a deploy now gets 409"))
+    checks.append(disk(agent.get("disk")))
+    return checks
+
+
+def disk(reported: Any) -> Check:
+    """Free space where the agent keeps its state, when its status reports it."""
+    if not isinstance(reported, Mapping) or not isinstance(reported.get("state_dir_free_bytes"), int):
+        return warn("disk", "not reported by this agent's /v1/status; run `deploy-agent check` on the server")
+    free = reported["state_dir_free_bytes"]
+    text = f"{free / 1024**3:.1f} GiB free on the agent's state directory"
+    if free < LOW_DISK:
+        return warn("disk", f"{text} (under 1 GiB)", "free space on the server: `deployplan prune`, old logs")
+    return ok("disk", text)
+
+
+def dry_run(answer: Mapping[str, Any], *, tag: str) -> list[Check]:
+    """The agent's dry run of this tag: does the registry have it (with the server's credentials), may we deploy."""
+    checks = []
+    registry = answer.get("registry")
+    if not isinstance(registry, Mapping):
+        checks.append(warn("registry", "this agent's dry run does not ask the registry; the tag is not checked"))
+    elif registry.get("found") is True:
+        checks.append(ok("registry", f"the registry has {answer.get('image')} ({registry.get('digest')})"))
+    else:
+        checks.append(
+            fail(
+                "registry",
+                f"the registry does not give {answer.get('image')} to the server: {registry.get('reason')}",
+                f"push the image tagged {tag} (the runtime image workflow), or fix "
+                "DEPLOY_AGENT_REGISTRY_USERNAME / DEPLOY_AGENT_REGISTRY_PASSWORD on the server",
+            )
+        )
+    may = answer.get("may_deploy")
+    if may is True:
+        checks.append(ok("dry run", f"the agent would deploy {answer.get('image')} to {answer.get('environment')}"))
+    elif may is False:
+        checks.append(
+            fail(
+                "dry run",
+                f"the agent answers that this caller may not deploy {answer.get('environment')}",
+                "see the lines 'may deploy' and 'oidc' above",
+            )
+        )
+    else:
+        checks.append(
+            ok("dry run", f"the agent accepts the plan for {answer.get('environment')} (it does not say may_deploy)")
+        )
+    return checks
+
+
+def oidc(*, audience: str | None, agent_mode: str | None, in_actions: bool, request_vars: bool) -> list[Check]:
+    """Does the CLI's DEPLOY_OIDC_AUDIENCE agree with the agent's DEPLOY_AGENT_GITHUB_OIDC, and could a token be
+    asked for here. Nothing to check when neither side uses OIDC."""
+    required = agent_mode == "required"
+    if not audience and not required:
+        return [ok("oidc", "neither the agent nor this job uses GitHub OIDC tokens")]
+    if required and not audience:
+        return [
+            fail(
+                "oidc",
+                "the agent requires a GitHub OIDC token on every deploy, and DEPLOY_OIDC_AUDIENCE is not set here: "
+                "the deploy would be refused with 401",
+                "set the repository variable that deploy.yml maps to DEPLOY_OIDC_AUDIENCE to the agent's "
+                "DEPLOY_AGENT_GITHUB_AUDIENCE",
+            )
+        ]
+    checks = []
+    if audience and agent_mode == "off":
+        checks.append(
+            warn(
+                "oidc",
+                f"DEPLOY_OIDC_AUDIENCE is {audience!r} but the agent does not check OIDC tokens "
+                "(DEPLOY_AGENT_GITHUB_OIDC=off)",
+                "set DEPLOY_AGENT_GITHUB_OIDC=required (and its DEPLOY_AGENT_GITHUB_* variables) on the server",
+            )
+        )
+    if not in_actions:
+        checks.append(warn("oidc token", "not in GitHub Actions: a token can only be asked for in the deploy job"))
+    elif not request_vars:
+        checks.append(
+            fail(
+                "oidc token",
+                "ACTIONS_ID_TOKEN_REQUEST_URL / ACTIONS_ID_TOKEN_REQUEST_TOKEN are not set: this job cannot ask "
+                "GitHub for a token",
+                "give the deploy job `permissions: id-token: write`",
+            )
+        )
+    return checks
+
+
+def token_audience(token: str, audience: str) -> Check:
+    """The token GitHub gave is addressed to the audience asked for (read, not verified: the agent verifies)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return fail(
+            "oidc token", "GitHub answered with something that is not a JWT", "rerun; if it persists, report it"
+        )
+    aud = claims.get("aud") if isinstance(claims, dict) else None
+    if aud == audience or (isinstance(aud, list) and audience in aud):
+        return ok("oidc token", f"GitHub gives this job a token for {audience!r} (not sent anywhere)")
+    return fail(
+        "oidc token", f"GitHub's token is for {aud!r}, not {audience!r}", "report it: GitHub ignored the audience"
+    )

@@ -1,0 +1,252 @@
+"""`deployplan check`: prove the setup before the first real deploy; changes nothing, one line per check.
+
+This module gathers (files, this process's variables, the agent's answers, GitHub's settings); the verdicts are
+the pure functions of runner.cli.preflight and runner.cli.agentchecks; the report is printed once at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import time
+from collections.abc import Mapping
+
+from runner import __version__
+from runner.cli import agentchecks, github, preflight
+from runner.cli.client import AgentClient, ApiFailure, Redirected, agent_url, connect
+from runner.cli.console import Console
+from runner.cli.errors import AgentRefused, AgentUnreachable, Exit, UsageError
+from runner.cli.follow import request_body
+from runner.cli.lint import SAMPLE_TAG, lint
+from runner.cli.oidctoken import OidcUnavailable, fetch_token
+from runner.cli.preflight import Check, fail, ok, warn
+from runner.cli.workflowcheck import DEFAULT_PATH as WORKFLOW_PATH
+from runner.core.envschema import EnvSchema, load_env_schema
+from runner.core.errors import InvalidInput
+from runner.core.plan import Plan, load_plan, read_plan_file
+from runner.core.render import check_inputs
+from runner.core.secrets import Secret, reveal
+
+
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    environ = console.environ
+    repository = args.repository or environ.get("GITHUB_REPOSITORY") or None
+    _, bad = check_inputs(env=args.env, tag=args.tag or SAMPLE_TAG, repository=repository, source="")
+    if bad:
+        raise UsageError("; ".join(f"{p.field}: {p.message}" for p in bad))
+    settings = None
+    if args.github:
+        from runner.cli.githubapi import GitHubApi
+
+        settings = GitHubApi.from_environ(environ, repository=repository)  # usage errors before anything is asked
+    schema, values = _secrets_first(args, console)
+    checks, plan = _local(args, environ, schema=schema, repository=repository)
+    checks += _agent(args, environ, plan=plan, values=values)
+    if settings is not None:
+        from runner.cli.githubsettings import github_checks
+
+        checks += github_checks(settings, workflow=WORKFLOW_PATH, schema=schema)
+    _report(console, checks, env=args.env, as_json=args.json)
+    return Exit.FAILED if any(c.level == "FAIL" for c in checks) else Exit.OK
+
+
+def _secrets_first(args: argparse.Namespace, console: Console) -> tuple[EnvSchema | None, dict[str, str | Secret]]:
+    """The table and the values it lists; in GitHub Actions every secret value is masked before anything prints."""
+    try:
+        schema = load_env_schema(args.env_schema)
+    except InvalidInput:
+        return None, {}
+    values, _ = schema.read(console.environ)
+    if console.github and not args.json:
+        for line in github.mask_lines(reveal(v) for v in values.values() if isinstance(v, Secret)):
+            console.print(line)
+    return schema, values
+
+
+def _local(
+    args: argparse.Namespace, environ: Mapping[str, str], *, schema: EnvSchema | None, repository: str | None
+) -> tuple[list[Check], Plan | None]:
+    """The plan lints and renders for ENV, the table parses, every variable is set as it says."""
+    checks = []
+    try:
+        problems = lint([args.plan], env_schema=args.env_schema, workflow=WORKFLOW_PATH, repository=repository)
+    except UsageError as e:
+        problems, checks = [], [fail("lint", str(e), "run check from the repository's root, or give --plan")]
+    for problem in problems:
+        checks.append(fail("lint", problem.format(), "fix that line (deployplan lint shows the same)"))
+    if not problems and not checks:
+        checks.append(ok("lint", f"{args.plan}, {args.env_schema} and {WORKFLOW_PATH} lint clean"))
+    plan = None
+    try:
+        tag = args.tag or SAMPLE_TAG
+        plan = load_plan(read_plan_file(args.plan), source=str(args.plan), env=args.env, tag=tag, repository=repository)
+        sample = "" if args.tag else f" (sample tag {SAMPLE_TAG}: give --tag to check the real one)"
+        checks.append(ok("render", f"{args.plan} renders for {args.env}: {plan.image}{sample}"))
+    except InvalidInput as e:
+        first = e.problems[0].format() if e.problems else "invalid"
+        checks.append(fail("render", f"{args.plan} does not render for {args.env}: {first}", _render_fix(first)))
+    if schema is None:
+        checks.append(fail("env schema", f"{args.env_schema} does not parse (see lint)", "fix the table"))
+    else:
+        checks.append(ok("env schema", f"{args.env_schema} parses: {len(schema.variables)} variables"))
+        checks += preflight.variables(schema, environ, env=args.env, rule=_rule_check())
+    checks.append(preflight.access_pair(environ))
+    return checks, plan
+
+
+def _render_fix(message: str) -> str:
+    if "repository" in message:
+        return "give --repository owner/repo (GITHUB_REPOSITORY in Actions)"
+    return "fix the plan (deployplan render shows the same)"
+
+
+def _rule_check() -> preflight.RuleCheck | None:
+    """The value rules of ENV_SCHEMA.md's Rule column, once the core checks them; None: Required/empty only."""
+    return None
+
+
+def _agent(
+    args: argparse.Namespace, environ: Mapping[str, str], *, plan: Plan | None, values: dict[str, str | Secret]
+) -> list[Check]:
+    """Everything asked of the agent: reachable through Access, clock, status, whoami, OIDC, the dry run."""
+    if not agent_url(args.agent, environ):
+        empty = (
+            " (set but empty: an empty GitHub secret arrives as an empty string)"
+            if "DEPLOY_AGENT_URL" in environ
+            else ""
+        )
+        return [
+            fail(
+                "agent",
+                f"no agent URL{empty}: nothing was asked of the agent",
+                "give --agent URL or set DEPLOY_AGENT_URL",
+            )
+        ]
+    try:
+        client = connect(args.agent, environ)
+    except UsageError as e:
+        return [fail("agent", f"{e}: nothing was asked of the agent", "fix the setting named")]
+    try:
+        return _ask_agent(client, args, environ, plan=plan, values=values)
+    finally:
+        client.close()
+
+
+def _ask_agent(
+    client: AgentClient,
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    *,
+    plan: Plan | None,
+    values: dict[str, str | Secret],
+) -> list[Check]:
+    try:
+        status = client.status()
+    except (AgentUnreachable, AgentRefused) as e:
+        return [_unreachable(client.url, e)]
+    version = status.get("agent", {}).get("version")
+    same = "" if version == __version__ else f"; this CLI is {__version__}"
+    checks = [
+        ok("agent", f"{client.url} answers: deploy agent {version}{same}"),
+        preflight.clock(client.last_date, time.time()),
+    ]
+    checks += agentchecks.status(status)
+    try:
+        whoami = client.get("/v1/whoami")
+    except ApiFailure as e:
+        if e.status == 404:
+            return [*checks, fail("whoami", "the agent has no GET /v1/whoami", "upgrade the agent on the server")]
+        return [*checks, fail("whoami", str(e), "see the message")]
+    except (AgentUnreachable, AgentRefused) as e:
+        return [*checks, _unreachable(client.url, e)]
+    checks += agentchecks.whoami(whoami, env=args.env, repository=plan.repository if plan else None)
+    checks += _oidc(environ, agent_mode=whoami.get("github_oidc"))
+    if args.tag is None:
+        checks.append(warn("registry", "no --tag: the registry was not asked", "give --tag TAG to dry-run that tag"))
+    elif plan is not None:
+        checks += _dry_run(client, plan, values, environ)
+    return checks
+
+
+def _unreachable(url: str, error: Exception) -> Check:
+    """The first answer: Access's login page, a refusal of our credentials, or no agent at all."""
+    if isinstance(error, Redirected):
+        return fail(
+            "agent",
+            f"Access did not accept the service token: {url} answered with a redirect to {error.location or 'nowhere'}",
+            "set CF_ACCESS_CLIENT_ID and CF_ACCESS_CLIENT_SECRET to a service token that the Access application's "
+            "Service Auth policy includes (and --agent to the agent's hostname)",
+        )
+    if isinstance(error, ApiFailure) and error.status == 401:
+        return fail(
+            "agent",
+            f"the agent did not accept the credentials ({error.code}): {error}",
+            "with cloudflare-access: DEPLOY_AGENT_ACCESS_TEAM_DOMAIN and DEPLOY_AGENT_ACCESS_AUD on the server must "
+            "be the Access application's; with token: DEPLOY_AGENT_TOKEN here must equal the server's",
+        )
+    return fail("agent", str(error), "check --agent (DEPLOY_AGENT_URL), the tunnel, and that the agent runs")
+
+
+def _oidc(environ: Mapping[str, str], *, agent_mode: object) -> list[Check]:
+    audience = environ.get("DEPLOY_OIDC_AUDIENCE") or None
+    request_vars = bool(environ.get("ACTIONS_ID_TOKEN_REQUEST_URL") and environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))
+    in_actions = environ.get("GITHUB_ACTIONS") == "true"
+    mode = agent_mode if isinstance(agent_mode, str) else None
+    checks = agentchecks.oidc(audience=audience, agent_mode=mode, in_actions=in_actions, request_vars=request_vars)
+    if audience and in_actions and request_vars:
+        try:
+            token = fetch_token(environ, audience=audience)  # asked for, read, never sent anywhere
+        except OidcUnavailable as e:
+            return [*checks, fail("oidc token", str(e), "give the deploy job `permissions: id-token: write`")]
+        checks.append(agentchecks.token_audience(reveal(token), audience))
+    return checks
+
+
+def _dry_run(
+    client: AgentClient, plan: Plan, values: dict[str, str | Secret], environ: Mapping[str, str]
+) -> list[Check]:
+    body = request_body(plan, values, dry_run=True, origin=github.origin(environ))
+    if plan.environment == "prod":
+        body["confirm"] = f"prod:{plan.tag}"  # a dry run asks "would it deploy?"; the agent refuses prod without it
+    try:
+        answer = client.post("/v1/deploy", body)
+    except ApiFailure as e:
+        return [fail("dry run", str(e).replace("\n", "; "), "fix what the agent names")]
+    except (AgentUnreachable, AgentRefused) as e:
+        return [fail("dry run", str(e), "check the agent")]
+    return agentchecks.dry_run(answer, tag=plan.tag)
+
+
+def _report(console: Console, checks: list[Check], *, env: str, as_json: bool) -> None:
+    failed = sum(c.level == "FAIL" for c in checks)
+    if as_json:
+        data = {"environment": env, "ok": not failed, "checks": [c.data() for c in checks]}
+        console.print(json.dumps(data, indent=2))
+    else:
+        for check in checks:
+            console.print(check.line())
+        console.print(
+            f"{failed} FAIL, {sum(c.level == 'warn' for c in checks)} warn, {len(checks)} checks: "
+            + ("not ready" if failed else "ready")
+        )
+        if console.github:
+            for check in checks:
+                if check.level == "FAIL":
+                    console.print(github.command("error", f"check {check.name}: {check.reason}; change: {check.fix}"))
+    if console.github:
+        github.append_summary(console.environ.get("GITHUB_STEP_SUMMARY"), summary_table(checks, env=env))
+
+
+def summary_table(checks: list[Check], *, env: str) -> str:
+    """The checks as a markdown table for the job summary."""
+    rows = [f"## deployplan check: {env}", "", "| result | check | reason | change |", "|---|---|---|---|"]
+    for c in checks:
+        mark = {"ok": "ok", "warn": "warn", "FAIL": "**FAIL**"}[c.level]
+        rows.append(f"| {mark} | {_cell(c.name)} | {_cell(c.reason)} | {_cell(c.fix)} |")
+    return "\n".join(rows) + "\n"
+
+
+def _cell(value: str) -> str:
+    """Plain text in a table cell: no markup, no cell separator, one line."""
+    return html.escape(value).replace("|", "\\|").replace("\n", " ").replace("\r", " ")

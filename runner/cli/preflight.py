@@ -1,0 +1,130 @@
+"""`deployplan check`'s verdicts: plain data in (variables, the agent's answers), one line per check out.
+
+Nothing here reads the network, the environment or a file: check.py gathers, these functions judge, so every
+verdict is tested as a table.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from runner.core.envschema import EnvSchema, Variable
+
+Level = Literal["ok", "warn", "FAIL"]
+CLOCK_LIMIT = 30.0  # seconds; the agent's JWT checks allow 60 s of leeway
+LOW_DISK = 1024**3  # bytes; deploy-agent check warns under the same 1 GiB
+EMPTY_SECRET = "an empty GitHub secret arrives as an empty string"
+
+# A value rule: (variable, value, environment) -> None when it passes, else what is wrong.
+RuleCheck = Callable[[Variable, str, str], str | None]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: what was checked, the verdict, why, and for a FAIL what to change."""
+
+    name: str
+    level: Level
+    reason: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.level:<4}  {self.name}: {self.reason}"
+        return f"{text}; change: {self.fix}" if self.fix else text
+
+    def data(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def ok(name: str, reason: str) -> Check:
+    return Check(name, "ok", reason)
+
+
+def warn(name: str, reason: str, fix: str = "") -> Check:
+    return Check(name, "warn", reason, fix)
+
+
+def fail(name: str, reason: str, fix: str) -> Check:
+    return Check(name, "FAIL", reason, fix)
+
+
+def variables(schema: EnvSchema, environ: Mapping[str, str], *, env: str, rule: RuleCheck | None = None) -> list[Check]:
+    """Each ENV_SCHEMA variable as its Required column says, and (when given) its value rule.
+
+    Where the value comes from in the deploy job: the GitHub Environment's secret of the same name."""
+    where = f"the secret {{name}} of the GitHub Environment {env!r} (or export it here)"
+    checks = []
+    for var in schema.variables:
+        name = f"variable {var.name}"
+        value = environ.get(var.name)
+        if value is None:
+            if var.required:
+                checks.append(fail(name, "required and not set", "set " + where.format(name=var.name)))
+            else:
+                checks.append(ok(name, "not set (optional)"))
+            continue
+        if value == "":
+            if var.required:
+                checks.append(
+                    fail(
+                        name,
+                        f"required and set to the empty string ({EMPTY_SECRET})",
+                        "give " + where.format(name=var.name) + " a value",
+                    )
+                )
+            else:
+                checks.append(ok(name, f"empty, so not sent (optional; {EMPTY_SECRET})"))
+            continue
+        problem = rule(var, value, env) if rule is not None else None
+        if problem is not None:
+            shown = "" if var.secret else f" (value {value!r})"
+            checks.append(
+                fail(
+                    name,
+                    f"breaks its rule: {problem}{shown}",
+                    "set " + where.format(name=var.name) + " to a value that passes",
+                )
+            )
+        else:
+            checks.append(
+                ok(name, "set" + ("" if rule is None else ", passes its rule") + (" (secret)" if var.secret else ""))
+            )
+    return checks
+
+
+def access_pair(environ: Mapping[str, str]) -> Check:
+    """CF_ACCESS_CLIENT_ID and CF_ACCESS_CLIENT_SECRET: both set, or both unset (an empty one counts as unset)."""
+    given = {n: bool(environ.get(n)) for n in ("CF_ACCESS_CLIENT_ID", "CF_ACCESS_CLIENT_SECRET")}
+    if all(given.values()):
+        return ok("access token", "CF_ACCESS_CLIENT_ID and CF_ACCESS_CLIENT_SECRET are both set")
+    if not any(given.values()):
+        return ok("access token", "no Cloudflare Access service token (direct access: DEPLOY_AGENT_TOKEN)")
+    have, lack = (n for n in sorted(given, key=lambda n: not given[n]))
+    state = "empty" if lack in environ else "not set"
+    return fail(
+        "access token",
+        f"{have} is set but {lack} is {state}"
+        + (f" ({EMPTY_SECRET})" if state == "empty" else "")
+        + ": no Access headers could be sent",
+        "set both, from the same Cloudflare Access service token, or neither",
+    )
+
+
+def clock(agent_date: str | None, now: float) -> Check:
+    """The difference between this machine's clock and the agent's, from its HTTP Date header."""
+    if not agent_date:
+        return warn("clock", "the agent's answer has no Date header: the clock difference is unknown")
+    try:
+        then = email.utils.parsedate_to_datetime(agent_date).timestamp()
+    except (TypeError, ValueError):
+        return warn("clock", f"the agent's Date header {agent_date!r} cannot be read")
+    difference = now - then
+    text = f"this machine's clock is {abs(difference):.0f} s {'ahead of' if difference > 0 else 'behind'} the agent's"
+    if abs(difference) > CLOCK_LIMIT:
+        return warn(
+            "clock", f"{text} (over {CLOCK_LIMIT:.0f} s; token checks allow 60 s)", "synchronise both clocks (NTP)"
+        )
+    return ok("clock", f"{text} (within {CLOCK_LIMIT:.0f} s)")
