@@ -189,7 +189,7 @@ def _default_branch(api: GitHubApi, branch: str) -> Check:
 
 def _codeowners(api: GitHubApi) -> Check:
     try:
-        found = api.get(api.repo_path(".github", "CODEOWNERS"))
+        found = api.get(api.repo_path("contents", ".github", "CODEOWNERS"))
     except GitHubError as e:
         return _error(
             "codeowners",
