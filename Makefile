@@ -3,7 +3,7 @@
 .PHONY: demo test unit lint
 
 demo:
-	tools/bootstrap.sh
+	tools/bootstrap.sh --demo
 	python3 tools/demo.py
 
 test:

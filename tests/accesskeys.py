@@ -17,6 +17,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+import lab
+
 TEAM = "test.cloudflareaccess.com"
 ISSUER = f"https://{TEAM}"
 CERTS = "/cdn-cgi/access/certs"
@@ -59,7 +61,7 @@ class _QuietServer(ThreadingHTTPServer):
 class Jwks:
     """The team's certs endpoint: serves the keys it is given (or an error status), counts its hits."""
 
-    def __init__(self, *, port: int = 0) -> None:
+    def __init__(self, *, port: int | None = None) -> None:
         self.body = b'{"keys": []}'
         self.status = 200
         self.hits = 0
@@ -82,7 +84,7 @@ class Jwks:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = _QuietServer(("127.0.0.1", port), Handler)
+        self._server = _QuietServer(("127.0.0.1", lab.free_port() if port is None else port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 

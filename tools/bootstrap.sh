@@ -2,7 +2,7 @@
 # Make this machine able to run the tests and the demo: install what it lacks, start dockerd.
 # Idempotent and quiet when everything is there already. Needs root (or sudo, as on CI runners) for
 # apt-get, and root for dockerd. With --python-only: only this package and its test and dev dependencies
-# (what the unit tier and the linters need).
+# (what the unit tier and the linters need). With --demo: everything but promtool, which only the tests use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,8 +51,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The metrics test checks the exposition with Prometheus' own promtool, taken out of Debian's package: the
-# Prometheus server itself is not installed.
-if ! command -v promtool >/dev/null; then
+# Prometheus server itself is not installed. The demo does not need it.
+if [ "${1:-}" != "--demo" ] && ! command -v promtool >/dev/null; then
   echo "bootstrap: extracting promtool from the prometheus package"
   [ "$updated" = yes ] || "${as_root[@]}" apt-get update -qq
   unpack=$(mktemp -d)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
+import site
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -31,11 +34,54 @@ class LabError(Exception):
     """A lab resource could not be set up or used."""
 
 
+PORTS_VARIABLE = "DEPLOYPLAN_TEST_PORTS"
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Return a TCP port on 127.0.0.1 that was free a moment ago: any port the system picks, or one of
+    DEPLOYPLAN_TEST_PORTS (`40000-40999`) when it is set, for a machine whose firewall or neighbours want the
+    tests and the demo kept within a range."""
+    low, high = port_range(os.environ.get(PORTS_VARIABLE, ""))
+    candidates = [0] if low == 0 else random.sample(range(low, high + 1), high - low + 1)
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise LabError(f"no free port in {PORTS_VARIABLE}={low}-{high}")
+
+
+def port_range(text: str) -> tuple[int, int]:
+    """`LOW-HIGH` (1024-65535, LOW <= HIGH) as two ints; empty: (0, 0), the system's choice."""
+    if not text:
+        return 0, 0
+    low, dash, high = text.partition("-")
+    if not (dash and low.isdigit() and high.isdigit() and 1024 <= int(low) <= int(high) <= 65535):
+        raise LabError(f"{PORTS_VARIABLE}={text!r}: expected LOW-HIGH within 1024-65535, e.g. 40000-40999")
+    return int(low), int(high)
+
+
+def make_venv(path: Path) -> Path:
+    """A venv at `path` that sees the packages this Python sees, inside a virtualenv or not; returns its python.
+
+    `python -m venv --system-site-packages` run from inside a virtualenv links the new one to the *base*
+    interpreter, whose site-packages lack what was installed into the virtualenv (gunicorn, Flask, ...): so
+    this Python's own site-packages are added after the new venv's, through a .pth file.
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(path)], check=True)
+    python = path / "bin" / "python"
+    if sys.prefix != sys.base_prefix:
+        purelib = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        seen = [p for p in site.getsitepackages() if Path(p).is_dir()]
+        (Path(purelib) / "deployplan-outer-site.pth").write_text("".join(f"{p}\n" for p in seen), encoding="utf-8")
+    return python
 
 
 class Registry:

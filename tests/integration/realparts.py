@@ -100,14 +100,14 @@ def nothing_left_behind() -> Iterator[None]:
 def cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
     """deployplan installed once, non-editable, into a fresh venv (its dependencies come from the system)."""
     venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    python = lab.make_venv(venv)  # inside a virtualenv too: it sees this Python's packages
     subprocess.run(
         [
             sys.executable,
             "-m",
             "pip",
             "--python",
-            str(venv / "bin" / "python"),
+            str(python),
             "install",
             "-q",
             "--no-deps",

@@ -174,7 +174,7 @@ class _Impostor(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def impostor() -> Iterator[str]:
     """The base URL of a tiny local server that answers like Cloudflare Access does."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Impostor)
+    server = ThreadingHTTPServer(("127.0.0.1", lab.free_port()), _Impostor)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -47,7 +47,7 @@ class TokenServer:
         self.basic = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
         self.username = username
         self.requests: list[dict[str, str]] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", lab.free_port()), self._handler())
 
     @property
     def realm(self) -> str:
