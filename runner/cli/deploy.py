@@ -11,7 +11,7 @@ from runner.cli.client import agent_url, connect
 from runner.cli.console import Console
 from runner.cli.errors import AgentRefused, AgentUnreachable, DeployFailed, Exit, UsageError
 from runner.cli.follow import Printer, deadline_seconds, follow, request_body, send, verify_status
-from runner.cli.github import append_summary, command, mask_lines, summary_markdown
+from runner.cli.github import append_summary, command, mask_lines, rules_summary, summary_markdown
 from runner.cli.local import load
 from runner.cli.report import dry_run_report
 from runner.core.envschema import EnvSchema, load_env_schema
@@ -38,13 +38,20 @@ def _variables(args: argparse.Namespace, console: Console) -> tuple[EnvSchema, d
     return schema, values, missing
 
 
-def _require(schema: EnvSchema, missing: list[str]) -> None:
+def _require(schema: EnvSchema, missing: list[str], console: Console, *, environment: str) -> None:
+    """Every required variable set and every value within its rule, before anything is sent (exit 2)."""
+    problems = []
     if missing:
         message = (
             f"required variables not set in the environment: {', '.join(missing)} (listed in {schema.path}); "
             "nothing was sent"
         )
-        raise InvalidInput([Problem("environment", 0, 0, "", message)])
+        problems.append(Problem("environment", 0, 0, "", message))
+    broken = schema.check(console.environ, environment=environment)
+    if console.github and broken:
+        append_summary(console.environ.get("GITHUB_STEP_SUMMARY"), rules_summary(broken, environment=environment))
+    if problems or broken:
+        raise InvalidInput(problems + broken)
 
 
 def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
@@ -60,9 +67,9 @@ def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
         for var in schema.variables:
             unset = "MISSING" if var.required else "(not set, optional)"
             console.print(f"  {var.name}={values.get(var.name, unset)}")
-        _require(schema, missing)
+        _require(schema, missing, console, environment=plan.environment)
     else:
-        _require(schema, missing)
+        _require(schema, missing, console, environment=plan.environment)
         body = request_body(plan, values, dry_run=True, origin=github.origin(console.environ))
         if plan.environment == "prod":
             # The agent refuses prod without it, dry runs included; a dry run is the question "would it deploy?".
@@ -77,7 +84,7 @@ def cmd_apply(args: argparse.Namespace, console: Console) -> int:
     schema, values, missing = _variables(args, console)
     plan = load(args, console)
     client = connect(args.agent, console.environ)
-    _require(schema, missing)
+    _require(schema, missing, console, environment=plan.environment)
     if plan.environment == "prod" and args.confirm != f"prod:{plan.tag}":
         raise UsageError(
             f"a prod deploy needs --confirm prod:{plan.tag} (given: {args.confirm or 'nothing'}); nothing was sent"

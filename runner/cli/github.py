@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from runner.core.problems import Problem
 from runner.core.schema import validator
 from runner.core.times import duration
 
@@ -101,6 +102,16 @@ def summary_markdown(
             + "\n</pre>\n</details>\n"
         )
     return text
+
+
+def rules_summary(problems: Iterable[Problem], *, environment: str) -> str:
+    """The job summary of values that break their ENV_SCHEMA rule: one row each, nothing was sent."""
+    rows = [f"| {_code(p.field)} | {_cell(p.message)} |" for p in problems]
+    return (
+        f"## deployplan: {_cell(environment)} refused before sending\n\n"
+        "Runtime variables break their rule in the variable table; nothing was sent to the agent.\n\n"
+        "| variable | problem |\n|---|---|\n" + "\n".join(rows) + "\n"
+    )
 
 
 def append_summary(path: str | None, text: str) -> None:

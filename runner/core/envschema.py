@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,9 +11,13 @@ from pathlib import Path
 from runner.core.errors import InvalidInput
 from runner.core.problems import Problem
 from runner.core.secrets import Secret
+from runner.core.text import quoted
+from runner.core.valuerules import Rule, RuleError, parse_rule
 
 DEFAULT_PATH = Path("infra/ENV_SCHEMA.md")
 HEADER = ("Variable", "Required", "Secret", "Description")
+# The optional fifth column, between Secret and Description: a table without it has no value rules.
+HEADER_WITH_RULES = ("Variable", "Required", "Secret", "Rule", "Description")
 NAME_PATTERN = re.compile(r"[A-Z][A-Z0-9_]*")
 _CELL_SEPARATOR = re.compile(r"(?<!\\)\|")
 _SEPARATOR_CELL = re.compile(r":?-{3,}:?")
@@ -28,6 +33,8 @@ class Variable:
     secret: bool
     description: str
     line: int
+    rule: Rule | None = None
+    rule_col: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,24 @@ class EnvSchema:
             elif var.required:
                 missing.append(var.name)
         return values, missing
+
+    def check(self, environ: Mapping[str, str], *, environment: str) -> list[Problem]:
+        """Every value that breaks its rule, one problem each, at the rule's place in the table.
+
+        An unset variable is not checked (a required one is missing, which `read` reports); a set one is, even
+        empty, except a required one, which is missing when empty. A secret's value is never quoted.
+        """
+        problems = []
+        for var in self.variables:
+            value = environ.get(var.name)
+            if var.rule is None or value is None or (var.required and not value):
+                continue
+            reason = var.rule.check(value, environment=environment)
+            if reason is not None:
+                shown = "(secret, not shown)" if var.secret else quoted(value, limit=80)
+                message = f"the value {shown} breaks the rule '{var.rule.text}': {reason}; nothing was sent"
+                problems.append(Problem(self.path, var.line, var.rule_col, var.name, message))
+        return problems
 
 
 def load_env_schema(path: Path) -> EnvSchema:
@@ -85,28 +110,29 @@ def parse_env_schema(text: str, *, source: str) -> EnvSchema:
             ]
         )
     rows = tables[0]
-    (header_line, header), *rest = rows
-    if tuple(header) != HEADER:
+    (header_line, header, _), *rest = rows
+    columns = HEADER_WITH_RULES if tuple(header) == HEADER_WITH_RULES else HEADER
+    if tuple(header) != columns:
         problems.append(
             Problem(
                 source,
                 header_line,
                 1,
                 "",
-                f"the header must be | {' | '.join(HEADER)} |, found | {' | '.join(header)} |",
+                f"the header must be | {' | '.join(HEADER)} | or | {' | '.join(HEADER_WITH_RULES)} |, "
+                f"found | {' | '.join(header)} |",
             )
         )
-    if not rest or not all(_SEPARATOR_CELL.fullmatch(c) for c in rest[0][1]) or len(rest[0][1]) != len(HEADER):
+    if not rest or not all(_SEPARATOR_CELL.fullmatch(c) for c in rest[0][1]) or len(rest[0][1]) != len(columns):
+        separator = "|" + "---|" * len(columns)
         problems.append(
-            Problem(
-                source, header_line + 1, 1, "", "the header must be followed by a separator row like |---|---|---|---|"
-            )
+            Problem(source, header_line + 1, 1, "", f"the header must be followed by a separator row like {separator}")
         )
         raise InvalidInput(problems)
     variables: list[Variable] = []
     seen: dict[str, int] = {}
-    for line, cells in rest[1:]:
-        variable = _row(cells, line=line, source=source, problems=problems)
+    for line, cells, cols in rest[1:]:
+        variable = _row(cells, cols, columns=columns, line=line, source=source, problems=problems)
         if variable is None:
             continue
         if variable.name in seen:
@@ -123,44 +149,60 @@ def parse_env_schema(text: str, *, source: str) -> EnvSchema:
     return EnvSchema(path=source, variables=tuple(variables))
 
 
-def _tables(text: str) -> list[list[tuple[int, list[str]]]]:
-    tables: list[list[tuple[int, list[str]]]] = []
-    current: list[tuple[int, list[str]]] | None = None
+_Row = tuple[int, list[str], list[int]]
+
+
+def _tables(text: str) -> list[list[_Row]]:
+    """Each table's rows: the line number, the cells (stripped, `\\|` unescaped) and each cell's column."""
+    tables: list[list[_Row]] = []
+    current: list[_Row] | None = None
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if line.startswith("|"):
             terminated = line.endswith("|") and len(line) > 1
-            # Markdown writes a | inside a cell as \|.
-            inner = line[1:-1] if terminated else ""
-            cells = (
-                [c.strip().replace("\\|", "|") for c in _CELL_SEPARATOR.split(inner)] if terminated else [_UNTERMINATED]
-            )
+            cells, cols = _cells(raw) if terminated else ([_UNTERMINATED], [1])
             if current is None:
                 current = []
                 tables.append(current)
-            current.append((number, cells))
+            current.append((number, cells, cols))
         else:
             current = None
     return tables
 
 
-def _row(cells: list[str], *, line: int, source: str, problems: list[Problem]) -> Variable | None:
+def _cells(raw: str) -> tuple[list[str], list[int]]:
+    """The cells of one `| a | b |` line and the 1-based column where each one's text starts."""
+    start = len(raw) - len(raw.lstrip())
+    inner_end = len(raw.rstrip()) - 1
+    bounds = [start] + [m.start() for m in _CELL_SEPARATOR.finditer(raw, start + 1, inner_end)] + [inner_end]
+    cells, cols = [], []
+    for left, right in itertools.pairwise(bounds):
+        piece = raw[left + 1 : right]
+        # Markdown writes a | inside a cell as \|.
+        cells.append(piece.strip().replace("\\|", "|"))
+        cols.append(left + 2 + len(piece) - len(piece.lstrip()))
+    return cells, cols
+
+
+def _row(
+    cells: list[str], cols: list[int], *, columns: tuple[str, ...], line: int, source: str, problems: list[Problem]
+) -> Variable | None:
     if cells == [_UNTERMINATED]:
         problems.append(Problem(source, line, 1, "", "a row must start and end with |"))
         return None
-    if len(cells) != len(HEADER):
+    if len(cells) != len(columns):
         problems.append(
             Problem(
                 source,
                 line,
                 1,
                 "",
-                f"a row needs {len(HEADER)} cells ({', '.join(HEADER)}), found {len(cells)}"
-                + (" (write a | inside a cell as \\|)" if len(cells) > len(HEADER) else ""),
+                f"a row needs {len(columns)} cells ({', '.join(columns)}), found {len(cells)}"
+                + (" (write a | inside a cell as \\|)" if len(cells) > len(columns) else ""),
             )
         )
         return None
-    raw_name, required, secret, description = cells
+    raw_name, required, secret, *rule_cell, description = cells
     name = raw_name[1:-1] if len(raw_name) > 2 and raw_name[0] == raw_name[-1] == "`" else raw_name
     before = len(problems)
     if not NAME_PATTERN.fullmatch(name):
@@ -170,6 +212,20 @@ def _row(cells: list[str], *, line: int, source: str, problems: list[Problem]) -
             problems.append(Problem(source, line, 1, name, f"{column} must be 'yes' or 'no', found {value!r}"))
     if not description:
         problems.append(Problem(source, line, 1, name, "the description is empty; say what the variable is for"))
+    rule, rule_col = None, cols[3] if rule_cell else 0
+    if rule_cell:
+        try:
+            rule = parse_rule(rule_cell[0])
+        except RuleError as e:
+            problems.append(Problem(source, line, rule_col, name, f"Rule: {e}"))
     if len(problems) > before:
         return None
-    return Variable(name=name, required=required == "yes", secret=secret == "yes", description=description, line=line)
+    return Variable(
+        name=name,
+        required=required == "yes",
+        secret=secret == "yes",
+        description=description,
+        line=line,
+        rule=rule,
+        rule_col=rule_col,
+    )

@@ -72,7 +72,8 @@ def test_names_may_go_without_backticks_and_separators_may_align() -> None:
         pytest.param(
             "| Name | Required | Secret | Description |\n|---|---|---|---|\n" + ROW,
             [
-                f"{TABLE}:1:1: the header must be | Variable | Required | Secret | Description |, "
+                f"{TABLE}:1:1: the header must be | Variable | Required | Secret | Description | or "
+                "| Variable | Required | Secret | Rule | Description |, "
                 "found | Name | Required | Secret | Description |"
             ],
             id="wrong-header",
@@ -80,7 +81,8 @@ def test_names_may_go_without_backticks_and_separators_may_align() -> None:
         pytest.param(
             "| Variable | Required | Description |\n|---|---|---|\n" + ROW,
             [
-                f"{TABLE}:1:1: the header must be | Variable | Required | Secret | Description |, "
+                f"{TABLE}:1:1: the header must be | Variable | Required | Secret | Description | or "
+                "| Variable | Required | Secret | Rule | Description |, "
                 "found | Variable | Required | Description |",
                 f"{TABLE}:2:1: the header must be followed by a separator row like |---|---|---|---|",
             ],
