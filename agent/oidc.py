@@ -9,6 +9,7 @@ what it holds and what was expected. The token itself is never logged, audited o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from agent.auth import GITHUB_OIDC_HEADER as HEADER
 from agent.config import GithubOidc
 from agent.errors import AuthUnavailable, Forbidden, Unauthorized
 from agent.jwks import ALGORITHM, MAX_KID_CHARS, JwksCache, KeysUnavailable
+from agent.logs import log
 from runner.core.text import shorten
 
 LEEWAY = 60
@@ -163,7 +165,9 @@ class GithubOidcVerifier:
         try:
             key = self.keys.key(kid)
         except KeysUnavailable as e:
-            raise AuthUnavailable(f"the GitHub OIDC signing keys cannot be used ({e}); retry shortly") from None
+            # Why (the URL, the fetch error) goes to the agent's log only; the caller learns that it cannot be done.
+            log("GitHub OIDC keys unavailable", level=logging.ERROR, reason=str(e))
+            raise AuthUnavailable("the GitHub OIDC signing keys cannot be loaded; retry shortly") from None
         if key is None:
             raise TokenInvalid(
                 f"the GitHub OIDC token is signed by a key the issuer's JWKS does not hold (kid {kid[:64]!r})",
