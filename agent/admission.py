@@ -5,16 +5,25 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.auditlog import AuditError
-from agent.auth import require_deployer
+from agent.auth import GITHUB_OIDC_HEADER, may_deploy, require_deployer
 from agent.config import Config
 from agent.deploy import Deployment, run_in_background
 from agent.dockerio import DOCKER_ERRORS, DockerAccess
-from agent.errors import AgentError, AuditBroken, Busy, DockerUnavailable, Forbidden, Refused
+from agent.errors import (
+    AgentError,
+    AuditBroken,
+    AuthUnavailable,
+    Busy,
+    DockerUnavailable,
+    Forbidden,
+    Refused,
+    Unauthorized,
+)
 from agent.executor import Executor
 from agent.ledger import Ledger
 from agent.logs import log
@@ -30,6 +39,9 @@ from runner.core.text import shorten
 # the log by more than a few KiB per request, whatever the body holds.
 AUDITED_FINDINGS = 20
 
+if TYPE_CHECKING:
+    from agent.oidc import GithubOidcVerifier
+
 
 @dataclass
 class Admission:
@@ -39,6 +51,8 @@ class Admission:
     ledger: Ledger
     docker: DockerAccess
     lock_path: Path
+    # With DEPLOY_AGENT_GITHUB_OIDC=required: the checker of the deploy job's GitHub OIDC token.
+    github: GithubOidcVerifier | None = None
 
     def check(self, body: Any, *, actor: str) -> DeployRequest:
         """The request that passed every check, or Refused with every finding (a refused deploy, not a dry run,
@@ -67,6 +81,44 @@ class Admission:
         except Forbidden as e:
             self._audit_refusal(e, actor=actor, environment=request.plan.environment)
             raise
+
+    def trust(self, request: DeployRequest, *, actor: str, token: str | None) -> DeployRequest:
+        """With DEPLOY_AGENT_GITHUB_OIDC=required, a real deploy's GitHub OIDC token, checked before anything is
+        touched (401, 403 or 503, each audited with the token's claims, never the token); the deployment's origin
+        is then built from the verified claims, and the request's own is dropped. Its `jti` is checked under the
+        deploy lock, in `deploy`."""
+        if request.dry_run or self.config.github_oidc != "required":
+            return request
+        if self.github is None:
+            raise AuthUnavailable("the GitHub OIDC settings are not loaded")  # config makes this impossible
+        try:
+            verified = self.github.verify(token, environment=request.plan.environment)
+        except (Unauthorized, Forbidden, AuthUnavailable) as e:
+            self._audit_refusal(
+                e, actor=actor, environment=request.plan.environment, github_oidc=getattr(e, "claims", None)
+            )
+            raise
+        return replace(request, origin=verified.origin(), github_oidc=verified.audited())
+
+    def may_deploy(self, request: DeployRequest, *, actor: str, token: str | None) -> dict[str, Any]:
+        """For a dry run: whether this caller could deploy it, as `GET /v1/whoami` says (the identity's right), and,
+        when the dry run carries a GitHub OIDC token under `required`, whether that token would be accepted now.
+
+        Without a token a dry run speaks for the identity only: a dry run is often made where no token exists (a
+        laptop, a step before the deploy job asks for one), and the real deploy checks the token anyway.
+        """
+        environment = request.plan.environment
+        answer: dict[str, Any] = {"may_deploy": may_deploy(self.config, actor, environment)}
+        answer["github_oidc"] = self.config.github_oidc
+        if not (answer["may_deploy"] and token and self.github is not None):
+            return answer
+        try:
+            verified = self.github.verify(token, environment=environment)
+            if self.ledger.read(lambda s: verified.jti in s.oidc_jtis):
+                raise Forbidden(_reused(verified.jti))
+        except (Unauthorized, Forbidden) as e:
+            answer.update(may_deploy=False, may_deploy_reason=e.message)
+        return answer
 
     def dry_run(self, request: DeployRequest) -> dict[str, Any]:
         """What a deploy would do now, from the same step builders the deploy uses; touches nothing."""
@@ -113,6 +165,7 @@ class Admission:
             running = self.ledger.read(lambda s: s.running)
             raise Busy(f"another deploy or prune is in progress ({running or 'a prune'}); wait for it") from None
         with released_on_failure(lock):
+            self._once(request, actor=actor)
             deployment, record = self._start_record(request, actor=actor)
             # Should the thread not start, the lock is released here and the recorded deployment, with no final
             # record and no worker, is marked interrupted by the next read.
@@ -151,7 +204,22 @@ class Admission:
         )
         return deployment, record
 
-    def _audit_refusal(self, error: AgentError, *, actor: str, environment: Any) -> None:
+    def _once(self, request: DeployRequest, *, actor: str) -> None:
+        """Under the deploy lock: a GitHub OIDC token is good for one deploy. Every worker appends a deployment's
+        record under this lock, so the audit log (caught up here) knows every `jti` ever accepted, across workers
+        and restarts."""
+        jti = (request.github_oidc or {}).get("jti")
+        if not isinstance(jti, str) or not self.ledger.read(lambda s: jti in s.oidc_jtis):
+            return
+        error = Forbidden(
+            _reused(jti), [{"path": f"{GITHUB_OIDC_HEADER}.jti", "message": "this token was accepted before"}]
+        )
+        self._audit_refusal(error, actor=actor, environment=request.plan.environment, github_oidc=request.github_oidc)
+        raise error
+
+    def _audit_refusal(
+        self, error: AgentError, *, actor: str, environment: Any, github_oidc: dict[str, Any] | None = None
+    ) -> None:
         """`deploy_refused` with the actor and a bounded account of why; a log that cannot take it is only noted."""
         reasons = [shorten(f"{d['path']}: {d['message']}") for d in error.details[:AUDITED_FINDINGS]] or [
             shorten(error.message)
@@ -164,6 +232,14 @@ class Admission:
                 environment=shorten(environment, 40) if isinstance(environment, str) else None,
                 reason=reasons,
                 findings=len(error.details),
+                **({"github_oidc": github_oidc} if github_oidc is not None else {}),
             )
         except AuditError as e:
             log("refusal not audited", level=logging.WARNING, reason=str(e))
+
+
+def _reused(jti: str) -> str:
+    return (
+        f"the GitHub OIDC token does not allow this deploy: jti is {shorten(jti, 80)!r}, expected a token never "
+        "accepted before (each token is good for one deploy: start a new workflow run)"
+    )

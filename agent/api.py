@@ -8,12 +8,14 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.exceptions import UnsupportedMediaType
 
+from agent.auth import GITHUB_OIDC_HEADER, may_deploy
 from agent.errors import BadRequest
 from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.metrics import exposition
 from agent.prune import check_body as check_prune
 from agent.reads import MAX_WAIT
 from agent.services import current as services
+from runner import __version__
 from runner.core.times import since_timestamp
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
@@ -34,9 +36,29 @@ def deploy() -> tuple[Response, int]:
     body = json_body()
     deploy_request = services().admission.check(body, actor=g.actor)
     services().admission.authorize(deploy_request, actor=g.actor)
+    token = request.headers.get(GITHUB_OIDC_HEADER)
     if deploy_request.dry_run:
-        return jsonify(services().admission.dry_run(deploy_request)), 200
+        answer = services().admission.dry_run(deploy_request)
+        answer.update(services().admission.may_deploy(deploy_request, actor=g.actor, token=token))
+        return jsonify(answer), 200
+    deploy_request = services().admission.trust(deploy_request, actor=g.actor, token=token)
     return jsonify(services().admission.deploy(deploy_request, actor=g.actor)), 202
+
+
+@v1.get("/whoami")
+def whoami() -> dict[str, Any]:
+    """Who the agent thinks the caller is, and what it may do (any authenticated identity)."""
+    config = services().config
+    environments = list(config.environments)
+    return {
+        "actor": g.actor,
+        "may_deploy": {env: may_deploy(config, g.actor, env) for env in environments},
+        "may_prune": all(may_deploy(config, g.actor, env) for env in environments),
+        "environments": environments,
+        "repository": config.image_repository,
+        "version": __version__,
+        "github_oidc": config.github_oidc,
+    }
 
 
 @v1.post("/prune")

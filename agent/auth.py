@@ -11,6 +11,9 @@ from werkzeug.datastructures import Headers
 from agent.config import Config
 from agent.errors import Forbidden, Unauthorized
 
+# Where a real deploy carries the deploy job's GitHub Actions OIDC token (DEPLOY_AGENT_GITHUB_OIDC=required).
+GITHUB_OIDC_HEADER = "X-GitHub-OIDC-Token"
+
 
 class Authenticator(Protocol):
     """Returns the actor (a person's email, a service token's name) or raises Unauthorized."""
@@ -58,3 +61,12 @@ def require_deployer(config: Config, actor: str, environments: list[str], *, wha
     if missing:
         variables = ", ".join(f"DEPLOY_AGENT_DEPLOYERS_{env.upper()}" for env in missing)
         raise Forbidden(f"{actor} may read and dry-run, but not {what}: it is not listed in {variables}")
+
+
+def may_deploy(config: Config, actor: str, environment: str) -> bool:
+    """Whether the actor's identity holds the right to deploy to `environment` (require_deployer's rule)."""
+    try:
+        require_deployer(config, actor, [environment], what=f"deploy to {environment}")
+    except Forbidden:
+        return False
+    return True

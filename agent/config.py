@@ -43,6 +43,18 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class GithubOidc:
+    """What a deploy job's GitHub Actions OIDC token must say (DEPLOY_AGENT_GITHUB_*)."""
+
+    issuer: str
+    audience: str
+    repository: str
+    repository_id: str
+    workflow: str
+    refs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the agent needs, validated once at startup."""
 
@@ -66,6 +78,10 @@ class Config:
     # Docker the standard way itself; the lean reader of status reads needs to know.
     docker_host: str | None = None
     docker_tls: bool = False
+    # DEPLOY_AGENT_GITHUB_OIDC: with `required`, every real deploy carries the deploy job's GitHub OIDC token,
+    # checked against these settings (None with `off`).
+    github_oidc: Literal["required", "off"] = "off"
+    github: GithubOidc | None = None
 
     def target(self, environment: str) -> Target:
         """Everything the server owns for one served environment, as the step builders read it."""
@@ -108,6 +124,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         problems.append(f"DEPLOY_AGENT_RESTART_POLICY={restart!r} must be one of {', '.join(RESTART_POLICIES)}")
     runtime_logs = _runtime_logs(need("DEPLOY_AGENT_RUNTIME_LOGS"), problems)
     auth = _auth(need, environ, environments, problems)
+    github_oidc, github = _github_oidc(need, problems)
     username = environ.get("DEPLOY_AGENT_REGISTRY_USERNAME", "")
     password = environ.get("DEPLOY_AGENT_REGISTRY_PASSWORD", "")
     if bool(username) != bool(password):
@@ -128,6 +145,8 @@ def load_config(environ: Mapping[str, str]) -> Config:
         registry_password=Secret(password) if password else None,
         docker_host=environ.get("DOCKER_HOST") or None,
         docker_tls=bool(environ.get("DOCKER_TLS_VERIFY") or environ.get("DOCKER_CERT_PATH")),
+        github_oidc=github_oidc,
+        github=github,
     )
 
 
@@ -231,3 +250,72 @@ def _environments(
     if len(set(containers)) != len(containers):
         problems.append("each environment needs its own container name (DEPLOY_AGENT_CONTAINER_<ENV>)")
     return served
+
+
+GITHUB_OIDC_MODES = ("required", "off")
+# The variables DEPLOY_AGENT_GITHUB_OIDC=required needs; none of them is read with `off`.
+GITHUB_OIDC_VARIABLES = (
+    "DEPLOY_AGENT_GITHUB_ISSUER",
+    "DEPLOY_AGENT_GITHUB_AUDIENCE",
+    "DEPLOY_AGENT_GITHUB_REPOSITORY",
+    "DEPLOY_AGENT_GITHUB_REPOSITORY_ID",
+    "DEPLOY_AGENT_GITHUB_WORKFLOW",
+    "DEPLOY_AGENT_GITHUB_REFS",
+)
+_ISSUER = re.compile(r"https://[^\s/?#]+(?:/[^\s?#]*)?|http://127\.0\.0\.1(?::[0-9]{1,5})?(?:/[^\s?#]*)?")
+_GITHUB_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+_WORKFLOW = re.compile(r"\.github/workflows/[A-Za-z0-9_.-]+\.ya?ml")
+_REF = re.compile(r"refs/(?:heads|tags)/[^\s,~^:?*\[\\]+")
+
+
+def _github_oidc(
+    need: Callable[[str], str], problems: list[str]
+) -> tuple[Literal["required", "off"], GithubOidc | None]:
+    """DEPLOY_AGENT_GITHUB_OIDC (`required` or `off`, written out) and, with `required`, what the token must say."""
+    mode = need("DEPLOY_AGENT_GITHUB_OIDC")
+    if mode == "off":
+        return "off", None
+    if mode != "required":
+        if mode:
+            problems.append(
+                f"DEPLOY_AGENT_GITHUB_OIDC={mode!r} must be 'required' (every deploy carries the deploy job's GitHub "
+                "OIDC token) or 'off'"
+            )
+        return "off", None
+    before = len(problems)
+    issuer, audience, repository, repository_id, workflow, refs = (need(n) for n in GITHUB_OIDC_VARIABLES)
+    issuer = issuer.rstrip("/")
+    if issuer and not _ISSUER.fullmatch(issuer):
+        problems.append(
+            f"DEPLOY_AGENT_GITHUB_ISSUER={issuer!r} must be an https:// URL (http:// only on 127.0.0.1), "
+            "e.g. https://token.actions.githubusercontent.com"
+        )
+    if repository and not _GITHUB_REPOSITORY.fullmatch(repository):
+        problems.append(f"DEPLOY_AGENT_GITHUB_REPOSITORY={repository!r} must be OWNER/REPO, e.g. acme/trader")
+    if repository_id and not (repository_id.isascii() and repository_id.isdigit()):
+        problems.append(
+            f"DEPLOY_AGENT_GITHUB_REPOSITORY_ID={repository_id!r} must be the repository's numeric id "
+            "(gh api repos/OWNER/REPO --jq .id)"
+        )
+    if workflow and not _WORKFLOW.fullmatch(workflow):
+        problems.append(
+            f"DEPLOY_AGENT_GITHUB_WORKFLOW={workflow!r} must be the workflow file's path, e.g. "
+            ".github/workflows/deploy.yml"
+        )
+    allowed = tuple(r.strip() for r in refs.split(",") if r.strip())
+    wrong = [r for r in allowed if not _REF.fullmatch(r)]
+    if wrong or (refs and not allowed):
+        problems.append(
+            f"DEPLOY_AGENT_GITHUB_REFS={refs!r}: {', '.join(map(repr, wrong)) or 'no ref'} is not a full ref; list "
+            "full refs, comma-separated, e.g. refs/heads/main"
+        )
+    if len(problems) > before:
+        return "required", None
+    return "required", GithubOidc(
+        issuer=issuer,
+        audience=audience,
+        repository=repository,
+        repository_id=repository_id,
+        workflow=workflow,
+        refs=allowed,
+    )

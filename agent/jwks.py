@@ -1,17 +1,22 @@
-"""The team's Access signing keys: fetched from the certs URL (the JWKS), cached by `kid`, refreshed, and not
-trusted past a staleness bound while the certs URL fails."""
+"""Signing keys of a token issuer: fetched from its JWKS, cached by `kid`, refreshed, and not trusted past a
+staleness bound while the JWKS cannot be fetched.
+
+One cache, two issuers: Cloudflare Access (its certs URL is the JWKS) and GitHub Actions' OIDC issuer (the JWKS
+named by `jwks_uri` in its `/.well-known/openid-configuration`, looked up again at every fetch)."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import logging
+import re
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 
@@ -21,6 +26,8 @@ ALGORITHM = "RS256"
 MAX_KID_CHARS = 256
 # Keys in hand are trusted this long after their last successful fetch, while the certs URL fails.
 MAX_STALE = 24 * 3600.0
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+_KEYS_URL = re.compile(r"https://[^\s/]+/\S*|http://127\.0\.0\.1(?::[0-9]{1,5})?/\S*")
 
 
 class KeysUnavailable(Exception):
@@ -48,6 +55,8 @@ class JwksCache:
         self,
         url: str,
         *,
+        name: str = "access keys",
+        issuer: str | None = None,
         refetch_interval: float = 60.0,
         retry_interval: float = 3.0,
         max_age: float = 3600.0,
@@ -57,6 +66,9 @@ class JwksCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
+        # What the log calls these keys; with `issuer`, `url` is its discovery document, which names the JWKS.
+        self.name = name
+        self.issuer = issuer
         self.refetch_interval = refetch_interval
         self.retry_interval = retry_interval
         self.max_age = max_age
@@ -70,6 +82,11 @@ class JwksCache:
         self._last_attempt: float | None = None
         self._last_refetch: float | None = None
         self._last_error = "not fetched yet"
+
+    @classmethod
+    def discovered(cls, issuer: str, *, name: str, **options: Any) -> JwksCache:
+        """The keys of an OpenID issuer, found through its discovery document (`jwks_uri`)."""
+        return cls(issuer.rstrip("/") + DISCOVERY_PATH, name=name, issuer=issuer.rstrip("/"), **options)
 
     def load(self) -> None:
         """The first fetch, at startup; a failure is logged and retried on later requests."""
@@ -121,32 +138,47 @@ class JwksCache:
         except (OSError, ValueError) as e:
             self._last_error = str(e)
             kept = sorted(self._current.keys)
-            log("access keys not fetched", level=logging.WARNING, url=self.url, reason=self._last_error, keeping=kept)
+            log(f"{self.name} not fetched", level=logging.WARNING, url=self.url, reason=self._last_error, keeping=kept)
             if not kept:
-                log("authenticated endpoints answer 503 until the access keys load", level=logging.ERROR, url=self.url)
+                log(f"requests that need the {self.name} answer 503 until they load", level=logging.ERROR, url=self.url)
             return self._current
         self._current = _KeySet(keys=keys, fetched_at=now)
-        log("access keys loaded", url=self.url, kids=sorted(keys))
+        log(f"{self.name} loaded", url=self.url, kids=sorted(keys))
         return self._current
 
     def _download(self) -> bytes:
-        if not self.url.startswith(("https://", "http://")):
-            raise ValueError(f"the certs URL {self.url} is not an http(s) URL")
-        request = urllib.request.Request(self.url, headers={"Accept": "application/json", "User-Agent": "deploy-agent"})
+        """The JWKS document: from `url`, or (with an issuer) from the `jwks_uri` its discovery document names."""
+        if self.issuer is None:
+            return self._get(self.url)
+        try:
+            document = json.loads(self._get(self.url))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"{self.url} is not JSON") from None
+        if not isinstance(document, dict) or document.get("issuer", self.issuer).rstrip("/") != self.issuer:
+            raise ValueError(f"{self.url} does not describe the issuer {self.issuer}")
+        jwks_uri = document.get("jwks_uri")
+        if not isinstance(jwks_uri, str) or not _KEYS_URL.fullmatch(jwks_uri):
+            raise ValueError(f"{self.url} names no https:// jwks_uri")
+        return self._get(jwks_uri)
+
+    def _get(self, url: str) -> bytes:
+        if not url.startswith(("https://", "http://")):
+            raise ValueError(f"the keys URL {url} is not an http(s) URL")
+        request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "deploy-agent"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 body: bytes = response.read(self.max_bytes + 1)
         except urllib.error.HTTPError as e:
             e.close()  # it holds the response
-            raise OSError(f"{self.url} answered HTTP {e.code}") from None
+            raise OSError(f"{url} answered HTTP {e.code}") from None
         except urllib.error.URLError as e:
-            raise OSError(f"{self.url} is unreachable: {e.reason}") from None
+            raise OSError(f"{url} is unreachable: {e.reason}") from None
         except TimeoutError:
-            raise OSError(f"{self.url} did not answer within {self.timeout:g}s") from None
+            raise OSError(f"{url} did not answer within {self.timeout:g}s") from None
         except http.client.HTTPException as e:
-            raise OSError(f"{self.url} sent a broken HTTP answer ({type(e).__name__})") from None
+            raise OSError(f"{url} sent a broken HTTP answer ({type(e).__name__})") from None
         if len(body) > self.max_bytes:
-            raise ValueError(f"{self.url} answered more than {self.max_bytes} bytes")
+            raise ValueError(f"{url} answered more than {self.max_bytes} bytes")
         return body
 
 
@@ -168,7 +200,7 @@ def _parse_jwks(body: bytes) -> dict[str, jwt.PyJWK]:
         try:
             keys[entry["kid"]] = jwt.PyJWK(entry, algorithm=ALGORITHM)
         except jwt.PyJWTError as e:
-            log("access key skipped", level=logging.WARNING, kid=entry["kid"][:MAX_KID_CHARS], reason=str(e)[:200])
+            log("signing key skipped", level=logging.WARNING, kid=entry["kid"][:MAX_KID_CHARS], reason=str(e)[:200])
     if not keys:
         raise ValueError("the JWKS holds no RS256 signing key")
     return keys

@@ -52,6 +52,11 @@ class Services:
         if ledger.broken:
             log("audit log broken: deploys refused until an operator acts", level=logging.ERROR, reason=ledger.broken)
         reconcile(ledger, lock_path)
+        github = None
+        if config.github is not None:
+            from agent.oidc import GithubOidcVerifier  # imported here: `off` never loads PyJWT for it
+
+            github = GithubOidcVerifier.from_settings(config.github)
         if docker_connect is None:
             docker = DockerAccess(connect, reader=partial(_lean_reader, config))
         else:
@@ -62,7 +67,7 @@ class Services:
             ledger=ledger,
             docker=docker,
             reads=Reads(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
-            admission=Admission(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
+            admission=Admission(config=config, ledger=ledger, docker=docker, lock_path=lock_path, github=github),
             pruner=Pruner(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
             metrics=AgentCollector(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
         )

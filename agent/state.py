@@ -36,6 +36,8 @@ class State:
     last_finished_at: dict[tuple[str, str], str] = field(default_factory=dict)
     last_finished_by_env: dict[str, str] = field(default_factory=dict)
     succeeded_digests: dict[str, list[str]] = field(default_factory=dict)
+    # The `jti` of every GitHub OIDC token a deployment was accepted with: each is accepted once, ever.
+    oidc_jtis: set[str] = field(default_factory=set)
 
     def deployment(self, deployment_id: str) -> dict[str, Any] | None:
         """`GET /v1/deployments/<id>`: one deployment, recent or archived, or None."""
@@ -114,7 +116,7 @@ def _started(state: State, deployment_id: str, record: Record) -> None:
             "tag": _shared(record.get("tag")),
             "digest": None,
             "actor": _shared(record.get("actor")),
-            "origin": record.get("origin"),
+            "origin": _origin(record.get("origin")),
             "state": "running",
             "created_at": record.get("time"),
             "finished_at": None,
@@ -128,9 +130,19 @@ def _started(state: State, deployment_id: str, record: Record) -> None:
         }
     )
     state.started.append(deployment_id)
+    oidc = record.get("github_oidc")
+    if isinstance(oidc, dict) and type(oidc.get("jti")) is str:
+        state.oidc_jtis.add(oidc["jti"])
     if type(environment) is str:
         state.last_by_env[environment] = deployment_id
     state.running = deployment_id
+
+
+def _origin(origin: Any) -> Any:
+    """A record's origin; one written before origins were marked is the caller's claim."""
+    if isinstance(origin, dict) and "verified" not in origin:
+        return {**origin, "verified": False}
+    return origin
 
 
 def _step(deployment: dict[str, Any], record: Record) -> dict[str, Any] | None:

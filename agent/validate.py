@@ -42,8 +42,10 @@ class DeployRequest:
     environment: Environment
     env: dict[str, str | Secret]
     public: frozenset[str]
-    origin: dict[str, str] | None
+    origin: dict[str, Any] | None
     dry_run: bool
+    # With DEPLOY_AGENT_GITHUB_OIDC=required: the verified token's claims (never the token), `jti` among them.
+    github_oidc: dict[str, Any] | None = None
 
     def started_record(self) -> dict[str, Any]:
         """The fields of its `deployment_started` audit record: variable names, never their values."""
@@ -57,6 +59,7 @@ class DeployRequest:
             "env_names": sorted(self.env),
             "public_env": sorted(self.public & set(self.env)),
             "origin": self.origin,
+            **({"github_oidc": self.github_oidc} if self.github_oidc is not None else {}),
         }
 
     def masker(self) -> Masker:
@@ -94,9 +97,14 @@ def check_request(body: Any, config: Config) -> tuple[DeployRequest | None, list
         environment=config.environments[plan.environment],
         env=env,
         public=frozenset(body.get("public_env", ())),
-        origin=body.get("origin"),
+        origin=claimed(body.get("origin")),
         dry_run=bool(body.get("dry_run")),
     ), []
+
+
+def claimed(origin: Any) -> dict[str, Any] | None:
+    """The caller's own account of where a deploy came from, marked as a claim (a verified origin replaces it)."""
+    return {**origin, "verified": False} if isinstance(origin, dict) else None
 
 
 def _server_rules(plan: Plan, body: dict[str, Any], config: Config) -> list[Finding]:

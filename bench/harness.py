@@ -288,6 +288,7 @@ class Lab:
             "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=10m,max-file=3",
             "DEPLOY_AGENT_AUTH": "token",
             "DEPLOY_AGENT_TOKEN": self.token,
+            "DEPLOY_AGENT_GITHUB_OIDC": "off",
         }
         if "DOCKER_HOST" in os.environ:
             env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]

@@ -22,6 +22,7 @@ import lab
 TEAM = "test.cloudflareaccess.com"
 ISSUER = f"https://{TEAM}"
 CERTS = "/cdn-cgi/access/certs"
+DISCOVERY = "/.well-known/openid-configuration"
 HEADER = "Cf-Access-Jwt-Assertion"
 SERVICE_TOKEN = f"{secrets.token_hex(16)}.access"
 PROD_TOKEN = f"{secrets.token_hex(16)}.access"
@@ -59,12 +60,17 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class Jwks:
-    """The team's certs endpoint: serves the keys it is given (or an error status), counts its hits."""
+    """The team's certs endpoint: serves the keys it is given (or an error status), counts its hits.
+
+    It is an OpenID issuer too (GitHub Actions' is one): `issuer` is its URL, and its discovery document names
+    the same keys as `jwks_uri`.
+    """
 
     def __init__(self, *, port: int | None = None) -> None:
         self.body = b'{"keys": []}'
         self.status = 200
         self.hits = 0
+        self.discovery: bytes | None = None  # None: the document naming this issuer and its keys
         self._lock = threading.Lock()
         jwks = self
 
@@ -73,7 +79,9 @@ class Jwks:
                 with jwks._lock:
                     jwks.hits += 1
                     status, body = jwks.status, jwks.body
-                if self.path != CERTS:
+                    if self.path == DISCOVERY:
+                        body = jwks.discovery or json.dumps({"issuer": jwks.issuer, "jwks_uri": jwks.url}).encode()
+                if self.path not in (CERTS, DISCOVERY):
                     status, body = 404, b"{}"
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -90,7 +98,11 @@ class Jwks:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}{CERTS}"
+        return f"{self.issuer}{CERTS}"
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def serve(self, *keys: Key) -> None:
         self.set_body(json.dumps({"keys": [k.jwk() for k in keys]}).encode())

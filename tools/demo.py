@@ -105,6 +105,7 @@ def main() -> None:
             "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=10m,max-file=3",
             "DEPLOY_AGENT_AUTH": "token",
             "DEPLOY_AGENT_TOKEN": token,
+            "DEPLOY_AGENT_GITHUB_OIDC": "off",
         }
         for key, value in agent_env.items():
             if key != "PATH":

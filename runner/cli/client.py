@@ -113,8 +113,9 @@ class AgentClient:
         given = {k: v for k, v in query.items() if v is not None}
         return self._call("GET", path + (f"?{urlencode(given)}" if given else ""), None, timeout=timeout)
 
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", path, json.dumps(body).encode("utf-8"))
+    def post(self, path: str, body: dict[str, Any], *, headers: Mapping[str, Secret] | None = None) -> dict[str, Any]:
+        """POST JSON; `headers` are credentials of this one request (revealed only into the request)."""
+        return self._call("POST", path, json.dumps(body).encode("utf-8"), extra=headers)
 
     def deployment(self, deployment_id: str, *, wait: int = 0, after: int | None = None) -> DeploymentDict:
         """One deployment; with `wait`, the agent answers when it changes past `after` (or the wait ends)."""
@@ -136,8 +137,17 @@ class AgentClient:
             self._connection.close()
             self._connection = None
 
-    def _call(self, method: str, path: str, data: bytes | None, *, timeout: float | None = None) -> dict[str, Any]:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        *,
+        timeout: float | None = None,
+        extra: Mapping[str, Secret] | None = None,
+    ) -> dict[str, Any]:
         headers = {"Accept": "application/json", **self.credentials.headers()}
+        headers.update({name: value.reveal() for name, value in (extra or {}).items()})
         if data is not None:
             headers["Content-Type"] = "application/json"
         # A kept connection may have been closed by the agent meanwhile. A read is then sent again once on a new

@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from runner.cli import github
+from runner.cli import github, oidc
 from runner.cli.client import agent_url, connect
 from runner.cli.console import Console
 from runner.cli.errors import AgentRefused, AgentUnreachable, DeployFailed, Exit, UsageError
@@ -89,10 +89,13 @@ def cmd_apply(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(
             f"a prod deploy needs --confirm prod:{plan.tag} (given: {args.confirm or 'nothing'}); nothing was sent"
         )
+    audience = oidc.audience(console.environ)  # exit 2 here, before anything is sent, without id-token: write
     masker = Masker(v for v in values.values() if isinstance(v, Secret))
     printer = Printer(out=console.out, github=console.github, masker=masker, live=console.out.isatty())
+    headers = _oidc_headers(console, audience)
     console.print(f"deploying {plan.image} to {plan.environment} through {client.url}")
-    deployment_id, first = send(client, plan, env=values, confirm=args.confirm, origin=github.origin(console.environ))
+    origin = github.origin(console.environ)
+    deployment_id, first = send(client, plan, env=values, confirm=args.confirm, origin=origin, headers=headers)
     console.print(f"deployment {deployment_id} accepted")
     try:
         deployment = follow(
@@ -118,6 +121,18 @@ def cmd_apply(args: argparse.Namespace, console: Console) -> int:
             problem = f"/v1/status could not be read to verify it: {e}"
     logs = [printable(masker.mask(line)) for line in deployment.get("logs", [])]
     return _outcome(console, plan, deployment, problem=problem, logs=logs, masker=masker)
+
+
+def _oidc_headers(console: Console, audience: str | None) -> dict[str, Secret] | None:
+    """With DEPLOY_OIDC_AUDIENCE: the job's GitHub OIDC token for the deploy request, masked in the job log first."""
+    if audience is None:
+        return None
+    token = oidc.request_token(console.environ, audience)
+    if console.github:
+        for line in mask_lines([token.reveal()]):
+            console.print(line)
+    console.print(f"with the deploy job's GitHub OIDC token for {audience}")
+    return {oidc.HEADER: token}
 
 
 def _outcome(

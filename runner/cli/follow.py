@@ -95,13 +95,15 @@ def send(
     env: dict[str, str | Secret],
     confirm: str | None,
     origin: dict[str, str] | None,
+    headers: dict[str, Secret] | None = None,
 ) -> tuple[str, int | None]:
-    """POST the deploy exactly once; returns the deployment id and the seq of its first audit record."""
+    """POST the deploy exactly once (`headers`: the GitHub OIDC token); returns the deployment id and the seq of
+    its first audit record."""
     body = request_body(plan, env, dry_run=False, origin=origin)
     if confirm is not None:
         body["confirm"] = confirm
     try:
-        accepted = client.post("/v1/deploy", body)
+        accepted = client.post("/v1/deploy", body, headers=headers)
     except NotDelivered:
         raise  # it never reached the agent: nothing to warn about
     except AgentUnreachable as e:

@@ -259,6 +259,7 @@ def agent_env(
         "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=1m,max-file=2",
         "DEPLOY_AGENT_AUTH": "token",
         "DEPLOY_AGENT_TOKEN": token,
+        "DEPLOY_AGENT_GITHUB_OIDC": "off",
     }
 
 

@@ -65,6 +65,7 @@ AGENT_ENV = {
     "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=50m,max-file=5",
     "DEPLOY_AGENT_AUTH": "token",
     "DEPLOY_AGENT_TOKEN": TOKEN,
+    "DEPLOY_AGENT_GITHUB_OIDC": "off",
 }
 RUNTIME_ENV = {"RUNTIME_ENV": "dev", "RUNTIME_LOG_LEVEL": "info", "RUNTIME_API_TOKEN": "s3cret-api-token-value"}
 

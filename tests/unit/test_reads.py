@@ -45,14 +45,15 @@ def test_history_is_newest_first(history: Api, query: str, ids: list[str]) -> No
 
 def test_history_carries_the_origin_and_the_failed_step(history: Api) -> None:
     failed = next(d for d in history.get("/v1/deployments").get_json()["deployments"] if d["id"] == "a3")
-    assert failed["origin"] == ORIGIN and failed["actor"] == "token"
+    # A record written without `verified` is the caller's claim.
+    assert failed["origin"] == {**ORIGIN, "verified": False} and failed["actor"] == "token"
     assert failed["error"] == {"step": "verify", "message": "exited with code 1"}
     assert failed["audit_head"]["seq"] == 6
 
 
 def test_one_deployment_carries_its_logs_origin_and_audit_head(history: Api) -> None:
     found = history.get("/v1/deployments/a3").get_json()
-    assert found["logs"] == ["x"] and found["origin"] == ORIGIN
+    assert found["logs"] == ["x"] and found["origin"] == {**ORIGIN, "verified": False}
     assert found["audit_head"] == {"seq": 6, "hash": history.audit()[5]["hash"]}
 
 

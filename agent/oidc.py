@@ -1,0 +1,287 @@
+"""`DEPLOY_AGENT_GITHUB_OIDC=required`: the deploy job's GitHub Actions OIDC token, checked on every real deploy.
+
+A job that names a GitHub Environment only runs once that environment's protection rules passed (reviewers,
+allowed branches); GitHub then signs a short-lived token saying which repository, workflow file, ref, event,
+environment, run and actor it belongs to. Checking it here makes the seed's rules hold at the server itself.
+A token that is not valid is 401; a valid one whose claims do not allow this deploy is 403, naming the claim,
+what it holds and what was expected. The token itself is never logged, audited or returned: only its claims.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from agent.auth import GITHUB_OIDC_HEADER as HEADER
+from agent.config import GithubOidc
+from agent.errors import AuthUnavailable, Forbidden, Unauthorized
+from agent.jwks import ALGORITHM, MAX_KID_CHARS, JwksCache, KeysUnavailable
+from agent.logs import log
+from runner.core.text import shorten
+
+LEEWAY = 60
+MAX_TOKEN_CHARS = 16 * 1024
+EVENT = "workflow_dispatch"
+# The claims a refusal's audit record and a deployment's record keep (never the token): the ones checked, and
+# the ones that say which run it was.
+AUDITED = (
+    "iss",
+    "aud",
+    "sub",
+    "exp",
+    "iat",
+    "nbf",
+    "jti",
+    "repository",
+    "repository_id",
+    "repository_owner",
+    "event_name",
+    "environment",
+    "workflow_ref",
+    "job_workflow_ref",
+    "ref",
+    "sha",
+    "actor",
+    "actor_id",
+    "run_id",
+    "run_number",
+    "run_attempt",
+)
+MAX_CLAIM = 300
+
+
+class TokenInvalid(Unauthorized):
+    """The token is missing, malformed, badly signed, expired, or wrongly issued or addressed (401)."""
+
+    def __init__(self, message: str, claims: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.claims = audited(claims or {})
+
+
+class TokenNotAllowed(Forbidden):
+    """A valid token whose claims do not allow this deploy (403); `details` names every such claim."""
+
+    def __init__(self, message: str, claims: Mapping[str, Any], details: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message, details)
+        self.claims = audited(claims)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A token that passed every check but the single use of its `jti` (that one is checked under the lock)."""
+
+    claims: dict[str, Any]
+
+    @property
+    def jti(self) -> str:
+        return str(self.claims["jti"])
+
+    def audited(self) -> dict[str, Any]:
+        """The claims a deployment's audit record keeps (its `jti` makes the token single-use)."""
+        return audited(self.claims)
+
+    def origin(self) -> dict[str, Any]:
+        """The deployment's `origin`, from the verified claims only."""
+        c = self.claims
+        run_url = f"https://github.com/{c['repository']}/actions/runs/{c['run_id']}/attempts/{c['run_attempt']}"
+        return {
+            "run_url": run_url,
+            "actor": str(c["actor"]),
+            "repository": str(c["repository"]),
+            "sha": str(c["sha"]),
+            "ref": str(c["ref"]),
+            "workflow": str(c["workflow_ref"]),
+            "verified": True,
+        }
+
+
+class GithubOidcVerifier:
+    """Checks `X-GitHub-OIDC-Token` against the issuer's keys and DEPLOY_AGENT_GITHUB_*."""
+
+    def __init__(self, settings: GithubOidc, keys: JwksCache) -> None:
+        self.settings = settings
+        self.keys = keys
+
+    @classmethod
+    def from_settings(cls, settings: GithubOidc) -> GithubOidcVerifier:
+        """Built once per worker; fetches the keys now, and retries on later deploys when that fails."""
+        keys = JwksCache.discovered(settings.issuer, name="GitHub OIDC keys")
+        keys.load()
+        return cls(settings, keys)
+
+    def verify(self, token: str | None, *, environment: str) -> Verified:
+        """The token's claims when it is valid and allows deploying `environment`; TokenInvalid (401),
+        TokenNotAllowed (403) or AuthUnavailable (503) else."""
+        token = (token or "").strip()
+        if not token:
+            raise TokenInvalid(
+                f"no {HEADER} header: with DEPLOY_AGENT_GITHUB_OIDC=required a deploy must carry the deploy job's "
+                "GitHub Actions OIDC token (set DEPLOY_OIDC_AUDIENCE and give the job permissions: id-token: write)"
+            )
+        if len(token) > MAX_TOKEN_CHARS:
+            raise TokenInvalid(f"the {HEADER} header is larger than {MAX_TOKEN_CHARS} characters")
+        claims = self._decode(token)
+        self._check_claims(claims, environment)
+        return Verified(claims=claims)
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        unverified = _unverified_claims(token)
+        key = self._key(token, unverified)
+        s = self.settings
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=s.audience,
+                issuer=s.issuer,
+                leeway=LEEWAY,
+                options={
+                    "require": ["exp", "iat", "nbf", "iss", "aud", "jti"],
+                    "enforce_minimum_key_length": True,
+                },
+            )
+        except jwt.PyJWTError as e:
+            raise TokenInvalid(_reason(e, s), unverified) from None
+        if not isinstance(claims.get("jti"), str) or not claims["jti"]:
+            raise TokenInvalid("the GitHub OIDC token's jti is not a string", claims)
+        return claims
+
+    def _key(self, token: str, unverified: Mapping[str, Any]) -> jwt.PyJWK:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenInvalid("the GitHub OIDC token is not a well-formed JWT") from None
+        if header.get("alg") != ALGORITHM:
+            algorithm = shorten(str(header.get("alg")), 20)
+            raise TokenInvalid(f"the GitHub OIDC token is signed with {algorithm}, not {ALGORITHM}", unverified)
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
+            raise TokenInvalid("the GitHub OIDC token names no signing key (kid)", unverified)
+        try:
+            key = self.keys.key(kid)
+        except KeysUnavailable as e:
+            # Why (the URL, the fetch error) goes to the agent's log only; the caller learns that it cannot be done.
+            log("GitHub OIDC keys unavailable", level=logging.ERROR, reason=str(e))
+            raise AuthUnavailable("the GitHub OIDC signing keys cannot be loaded; retry shortly") from None
+        if key is None:
+            raise TokenInvalid(
+                f"the GitHub OIDC token is signed by a key the issuer's JWKS does not hold (kid {kid[:64]!r})",
+                unverified,
+            )
+        return key
+
+    def _check_claims(self, claims: dict[str, Any], environment: str) -> None:
+        """The claims that say whether this token may deploy here (403, naming the claim)."""
+        refused = _refusals(claims, self.settings, environment)
+        if refused:
+            details = [{"path": f"{HEADER}.{claim}", "message": text} for claim, text in refused]
+            raise TokenNotAllowed(f"the GitHub OIDC token does not allow this deploy: {refused[0][1]}", claims, details)
+
+
+def _refusals(claims: Mapping[str, Any], s: GithubOidc, environment: str) -> list[tuple[str, str]]:
+    """Every claim that does not allow this deploy, in SPEC's order, each naming what it holds and what it must."""
+
+    def held(name: str) -> str:
+        return "is missing" if name not in claims else f"is {shorten(str(claims[name]), 120)!r}"
+
+    found: list[tuple[str, str]] = []
+    repository = claims.get("repository")
+    if not isinstance(repository, str) or repository.casefold() != s.repository.casefold():
+        found.append(
+            (
+                "repository",
+                f"repository {held('repository')}, expected {s.repository!r} (DEPLOY_AGENT_GITHUB_REPOSITORY)",
+            )
+        )
+    if str(claims.get("repository_id")) != s.repository_id:
+        found.append(
+            (
+                "repository_id",
+                f"repository_id {held('repository_id')}, expected {s.repository_id!r} "
+                "(DEPLOY_AGENT_GITHUB_REPOSITORY_ID: a repository of the same name that was deleted and created "
+                "again has another id)",
+            )
+        )
+    if claims.get("event_name") != EVENT:
+        found.append(
+            ("event_name", f"event_name {held('event_name')}, expected {EVENT!r}: deploys are started by hand only")
+        )
+    if claims.get("environment") != environment:
+        found.append(
+            (
+                "environment",
+                f"environment {held('environment')}, expected {environment!r}: the deploy job must run in the GitHub "
+                "Environment named like the target",
+            )
+        )
+    ref = claims.get("ref")
+    expected_ref = ref if isinstance(ref, str) and ref in s.refs else None
+    if expected_ref is None:
+        found.append(("ref", f"ref {held('ref')}, expected one of {', '.join(s.refs)} (DEPLOY_AGENT_GITHUB_REFS)"))
+    workflow_ref = claims.get("workflow_ref")
+    wanted = f"{s.repository}/{s.workflow}@{expected_ref or s.refs[0]}"
+    if not _same_workflow(workflow_ref, wanted):
+        found.append(
+            (
+                "workflow_ref",
+                f"workflow_ref {held('workflow_ref')}, expected {wanted!r} (DEPLOY_AGENT_GITHUB_WORKFLOW and _REFS)",
+            )
+        )
+    return found
+
+
+def _same_workflow(given: Any, wanted: str) -> bool:
+    """`owner/repo/.github/workflows/x.yml@ref`: the repository part compared as GitHub does (case-insensitively)."""
+    if not isinstance(given, str):
+        return False
+    owner_repo, _, rest = wanted.partition("/")
+    repo, _, path = rest.partition("/")
+    prefix = f"{owner_repo}/{repo}/"
+    return given[: len(prefix)].casefold() == prefix.casefold() and given[len(prefix) :] == path
+
+
+def _unverified_claims(token: str) -> dict[str, Any]:
+    """What the token says before it is trusted: audited with a refusal (bounded), never believed."""
+    try:
+        found = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def audited(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """The claims an audit record keeps: the known ones only, each value bounded (a forged token may hold MBs)."""
+    kept: dict[str, Any] = {}
+    for name in AUDITED:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if value is None or isinstance(value, bool) or (isinstance(value, int) and abs(value) < 2**53):
+            kept[name] = value
+        elif isinstance(value, list):
+            kept[name] = [shorten(str(v), MAX_CLAIM) for v in value[:5]]
+        else:
+            kept[name] = shorten(str(value), MAX_CLAIM)
+    return kept
+
+
+def _reason(error: jwt.PyJWTError, s: GithubOidc) -> str:
+    """Our own words: PyJWT's messages may quote parts of the token."""
+    if isinstance(error, jwt.ExpiredSignatureError):
+        return "the GitHub OIDC token has expired (exp is past, 60 s leeway)"
+    if isinstance(error, jwt.ImmatureSignatureError):
+        return "the GitHub OIDC token is not valid yet (nbf or iat in the future, 60 s leeway)"
+    if isinstance(error, jwt.MissingRequiredClaimError):
+        return f"the GitHub OIDC token has no {error.claim!r} claim"
+    if isinstance(error, jwt.InvalidAudienceError):
+        return f"the GitHub OIDC token's aud is not {s.audience!r} (DEPLOY_AGENT_GITHUB_AUDIENCE)"
+    if isinstance(error, jwt.InvalidIssuerError):
+        return f"the GitHub OIDC token's iss is not {s.issuer!r} (DEPLOY_AGENT_GITHUB_ISSUER)"
+    if isinstance(error, jwt.InvalidSignatureError):
+        return "the GitHub OIDC token's signature is not valid"
+    return "the GitHub OIDC token is not valid"

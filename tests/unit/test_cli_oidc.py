@@ -1,0 +1,118 @@
+"""`deployplan apply` with DEPLOY_OIDC_AUDIENCE, in-process: the job's token is asked for at GitHub's token
+endpoint (a local one), masked, sent as X-GitHub-OIDC-Token, and never printed; without id-token: write it exits 2
+before anything is sent."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from accesskeys import Jwks, Key
+from conftest import RUNTIME_ENV, Api, InProcessCli
+from fakedocker import FakeDocker
+from githuboidc import AUDIENCE, GithubIssuer, TokenRequests, agent_settings, github_issuer, job_token
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = "ghcr.io/acme/trader/runtime"
+APPLY = ("apply", "plans/runtime.yaml", "--env", "dev", "--tag", "1.0.3", "--repository", "acme/trader")
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[tuple[Jwks, Key, GithubIssuer]]:
+    key, jwks = Key.new(), Jwks()
+    jwks.serve(key)
+    yield jwks, key, github_issuer(jwks)
+    jwks.close()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    (tmp_path / "infra").mkdir()
+    shutil.copy(REPO / "infra" / "ENV_SCHEMA.md", tmp_path / "infra")
+    shutil.copytree(REPO / "plans", tmp_path / "plans")
+    return tmp_path
+
+
+@pytest.fixture
+def agent(
+    make_api: Callable[..., Api], serve: Callable[[Api], str], issuer: tuple[Jwks, Key, GithubIssuer]
+) -> tuple[Api, str]:
+    """An agent requiring the token; Docker "gone", so an accepted token meets the 503 and nothing runs."""
+    api = make_api(
+        docker=FakeDocker(reachable=False), DEPLOY_AGENT_IMAGE_REPOSITORY=IMAGES, **agent_settings(issuer[0])
+    )
+    return api, serve(api)
+
+
+@pytest.fixture
+def token_service(issuer: tuple[Jwks, Key, GithubIssuer]) -> Iterator[TokenRequests]:
+    _, key, minted = issuer
+    service = TokenRequests(mint=job_token(minted, key))
+    yield service
+    service.close()
+
+
+def environ(url: str, **extra: str) -> dict[str, str]:
+    return {**RUNTIME_ENV, "DEPLOY_AGENT_URL": url, "DEPLOY_AGENT_TOKEN": "unit-test-token-" + "x" * 24, **extra}
+
+
+def test_without_id_token_write_apply_exits_2_before_anything_is_sent(
+    cli: InProcessCli, workspace: Path, agent: tuple[Api, str]
+) -> None:
+    api, url = agent
+    result = cli.run(*APPLY, cwd=workspace, env=environ(url, DEPLOY_OIDC_AUDIENCE=AUDIENCE, GITHUB_ACTIONS="true"))
+    assert result.returncode == 2, result.stderr
+    assert "needs `permissions: id-token: write`" in result.stderr and "nothing was sent" in result.stderr
+    assert "ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN are not" in result.stderr
+    assert api.audit() == []
+
+
+def test_apply_sends_the_jobs_token_masked_and_never_printed(
+    cli: InProcessCli, workspace: Path, agent: tuple[Api, str], token_service: TokenRequests
+) -> None:
+    api, url = agent
+    env = environ(url, DEPLOY_OIDC_AUDIENCE=AUDIENCE, GITHUB_ACTIONS="true", **token_service.environ())
+    result = cli.run(*APPLY, cwd=workspace, env=env)
+    # The agent took the token (no refusal) and stopped at the next check: Docker is gone here.
+    assert result.returncode == 3 and "docker_unavailable" in result.stderr, result.stdout + result.stderr
+    assert [r["event"] for r in api.audit()] == []
+    (asked,) = token_service.asked
+    assert asked == {"audience": AUDIENCE, "authorization": f"bearer {token_service.request_token}"}
+    masks = [line for line in result.stdout.splitlines() if line.startswith("::add-mask::")]
+    (token,) = [m.removeprefix("::add-mask::") for m in masks if m.count(".") == 2]
+    assert result.stdout.index(f"::add-mask::{token}") < result.stdout.index("deploying ")
+    rest = (result.stdout + result.stderr).replace(f"::add-mask::{token}", "")
+    assert token not in rest and token.split(".")[2] not in rest
+    assert token_service.request_token not in result.stdout + result.stderr
+
+
+def test_a_token_for_another_audience_is_refused_by_the_agent(
+    cli: InProcessCli, workspace: Path, agent: tuple[Api, str], token_service: TokenRequests
+) -> None:
+    api, url = agent
+    env = environ(url, DEPLOY_OIDC_AUDIENCE="https://elsewhere.example.test", **token_service.environ())
+    result = cli.run(*APPLY, cwd=workspace, env=env)
+    assert result.returncode == 3
+    assert "the agent refused (401 unauthorized): the GitHub OIDC token's aud is not" in result.stderr
+    assert [r["event"] for r in api.audit()] == ["deploy_refused"]
+
+
+@pytest.mark.parametrize("fault", ["wrong-request-token", "service-down"])
+def test_no_token_from_github_exits_3_and_sends_nothing(
+    cli: InProcessCli, workspace: Path, agent: tuple[Api, str], token_service: TokenRequests, fault: str
+) -> None:
+    api, url = agent
+    env = environ(url, DEPLOY_OIDC_AUDIENCE=AUDIENCE, **token_service.environ())
+    if fault == "wrong-request-token":
+        env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"] = "not-the-request-token"
+    else:
+        token_service.status = 503
+    result = cli.run(*APPLY, cwd=workspace, env=env)
+    assert result.returncode == 3
+    code = "401" if fault == "wrong-request-token" else "503"
+    assert f"ACTIONS_ID_TOKEN_REQUEST_URL (GitHub's OIDC token service) answered HTTP {code}" in result.stderr
+    assert "nothing was sent to the agent" in result.stderr
+    assert api.audit() == [] and "not-the-request-token" not in result.stderr

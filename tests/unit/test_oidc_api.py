@@ -1,0 +1,207 @@
+"""DEPLOY_AGENT_GITHUB_OIDC through the agent's app: refusals audited with the claims and never the token, nothing
+touched, a `jti` accepted once (across restarts too), `origin` verified or claimed, `/v1/whoami` and the dry run's
+`may_deploy` agreeing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accesskeys import Jwks, Key
+from agent.auditlog import AuditLog
+from agent.oidc import audited
+from conftest import RUNTIME_ENV, Api, plan, record_deployment
+from fakedocker import FakeDocker
+from githuboidc import AUDIENCE, GithubIssuer, agent_settings, github_issuer
+
+HEADER = "X-GitHub-OIDC-Token"
+CLAIMED = {"actor": "mallory", "run_url": "https://github.com/evil/x/actions/runs/1", "repository": "evil/x"}
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[tuple[Jwks, Key, GithubIssuer]]:
+    key, jwks = Key.new(), Jwks()
+    jwks.serve(key)
+    yield jwks, key, github_issuer(jwks)
+    jwks.close()
+
+
+@pytest.fixture
+def required(make_api: Callable[..., Api], issuer: tuple[Jwks, Key, GithubIssuer]) -> Callable[..., Api]:
+    """Agents with DEPLOY_AGENT_GITHUB_OIDC=required; Docker "gone" unless given, so an accepted token stops at
+    the next check (503) and nothing could be touched."""
+    jwks, _, _ = issuer
+
+    def make(docker: FakeDocker | None = None, **changes: str) -> Api:
+        return make_api(docker=docker or FakeDocker(reachable=False), **{**agent_settings(jwks), **changes})
+
+    return make
+
+
+def body(env: str = "dev", *, dry_run: bool = False, **extra: Any) -> dict[str, Any]:
+    sent: dict[str, Any] = {"plan": plan(env=env), "env": RUNTIME_ENV, "dry_run": dry_run, **extra}
+    if env == "prod":
+        sent["confirm"] = "prod:1.0.3"
+    return sent
+
+
+def sign(issuer: tuple[Jwks, Key, GithubIssuer], **claims: Any) -> tuple[str, dict[str, Any]]:
+    _, key, minted = issuer
+    found = minted.claims(**claims)
+    return minted.sign(key, found), found
+
+
+def refusals(api: Api) -> list[dict[str, Any]]:
+    return [r for r in api.audit() if r["event"] == "deploy_refused"]
+
+
+def test_a_deploy_without_the_token_is_401_audited_and_touches_nothing(required: Callable[..., Api]) -> None:
+    api = required(docker=FakeDocker())
+    answer = api.deploy(body())
+    assert answer.status_code == 401, answer.get_json()
+    error = answer.get_json()["error"]
+    assert error["code"] == "unauthorized" and "no X-GitHub-OIDC-Token header" in error["message"]
+    (refused,) = refusals(api)
+    assert refused["actor"] == "token" and refused["environment"] == "dev"
+    assert "no X-GitHub-OIDC-Token header" in refused["reason"][0]
+    assert api.docker.touched() == [] and not any(r["event"] == "deployment_started" for r in api.audit())
+
+
+@pytest.mark.parametrize(
+    ("changes", "env", "status", "claim"),
+    [
+        ({"aud": "https://other.example.test"}, "dev", 401, "aud"),
+        ({"event_name": "push"}, "dev", 403, "event_name"),
+        ({"environment": "dev"}, "prod", 403, "environment"),
+        ({"repository_id": "1"}, "dev", 403, "repository_id"),
+    ],
+)
+def test_a_refused_token_is_audited_with_its_claims_never_the_token(
+    required: Callable[..., Api],
+    issuer: tuple[Jwks, Key, GithubIssuer],
+    changes: dict[str, Any],
+    env: str,
+    status: int,
+    claim: str,
+) -> None:
+    api = required(docker=FakeDocker())
+    token, claims = sign(issuer, **changes)
+    answer = api.deploy(body(env), **{HEADER: token})
+    assert answer.status_code == status
+    assert claim in answer.get_json()["error"]["message"]
+    (refused,) = refusals(api)
+    assert refused["github_oidc"]["jti"] == claims["jti"] and refused["github_oidc"][claim] == claims[claim]
+    assert refused["github_oidc"]["run_id"] == claims["run_id"]
+    assert token not in (api.state_dir / "audit.jsonl").read_text()
+    assert token.split(".")[2] not in (api.state_dir / "audit.jsonl").read_text()
+    assert api.docker.touched() == []
+
+
+def test_an_accepted_token_passes_to_the_next_check(
+    required: Callable[..., Api], issuer: tuple[Jwks, Key, GithubIssuer]
+) -> None:
+    """Docker is unreachable here: a token that passed every check meets the 503, not a 401 or 403."""
+    api = required()
+    token, _ = sign(issuer)
+    answer = api.deploy(body(origin=CLAIMED), **{HEADER: token})
+    assert (answer.status_code, answer.get_json()["error"]["code"]) == (503, "docker_unavailable")
+
+
+def test_a_token_accepted_before_is_refused_also_after_a_restart(
+    required: Callable[..., Api], issuer: tuple[Jwks, Key, GithubIssuer], tmp_path: Path
+) -> None:
+    """The audit log is the record of every accepted `jti`: an agent started on it refuses the token again."""
+    token, claims = sign(issuer)
+    state = tmp_path / "shared-state"
+    state.mkdir(mode=0o700)
+    # A deployment accepted with this token, by an earlier agent on the same state directory.
+    record_deployment(AuditLog(state / "audit.jsonl"), "a1", "dev", "1.0.3", "succeeded", github_oidc=audited(claims))
+    api = required(docker=FakeDocker(), DEPLOY_AGENT_STATE_DIR=str(state))
+    answer = api.deploy(body(), **{HEADER: token})
+    assert answer.status_code == 403, answer.get_json()
+    message = answer.get_json()["error"]["message"]
+    assert f"jti is {claims['jti']!r}, expected a token never accepted before" in message
+    (refused,) = refusals(api)
+    assert refused["github_oidc"]["jti"] == claims["jti"]
+    assert api.docker.touched() == []
+    # The dry run and a fresh token agree: the same token may not deploy; a new run's token may.
+    dry = api.deploy(body(dry_run=True), **{HEADER: token}).get_json()
+    assert dry["may_deploy"] is False and "accepted before" in dry["may_deploy_reason"]
+    fresh, _ = sign(issuer)
+    assert api.deploy(body(dry_run=True), **{HEADER: fresh}).get_json()["may_deploy"] is True
+
+
+def test_with_off_a_claimed_origin_is_marked_unverified_and_a_token_is_not_needed(api: Api) -> None:
+    answer = api.deploy(body(origin=CLAIMED, dry_run=True))
+    assert answer.status_code == 200
+    assert (answer.get_json()["may_deploy"], answer.get_json()["github_oidc"]) == (True, "off")
+    # A caller cannot claim to be verified: `verified` is not a key the request may send.
+    forged = api.deploy(body(origin={**CLAIMED, "verified": True}))
+    assert forged.status_code == 422 and forged.get_json()["error"]["details"][0]["path"].startswith("$.origin")
+
+
+@pytest.mark.parametrize("mode", ["off", "required"])
+def test_whoami_says_who_the_caller_is_and_what_it_may_do(required: Callable[..., Api], api: Api, mode: str) -> None:
+    agent = api if mode == "off" else required()
+    found = agent.get("/v1/whoami").get_json()
+    assert found == {
+        "actor": "token",
+        "may_deploy": {"dev": True, "prod": True},
+        "may_prune": True,
+        "environments": ["dev", "prod"],
+        "repository": "registry.test/acme/trader/runtime",
+        "version": found["version"],
+        "github_oidc": mode,
+    }
+    assert agent.get("/v1/whoami", Authorization="Bearer wrong").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("changes", "env", "may", "reason"),
+    [
+        ({}, "dev", True, None),
+        ({"environment": "dev"}, "prod", False, "environment is 'dev', expected 'prod'"),
+        ({"aud": "https://other.example.test"}, "dev", False, f"aud is not {AUDIENCE!r}"),
+    ],
+)
+def test_a_dry_run_with_a_token_says_whether_that_token_would_be_accepted(
+    required: Callable[..., Api],
+    issuer: tuple[Jwks, Key, GithubIssuer],
+    changes: dict[str, Any],
+    env: str,
+    may: bool,
+    reason: str | None,
+) -> None:
+    api = required(docker=FakeDocker())
+    token, _ = sign(issuer, **changes)
+    found = api.deploy(body(env, dry_run=True), **{HEADER: token}).get_json()
+    assert (found["may_deploy"], found["github_oidc"]) == (may, "required")
+    assert reason is None or reason in found["may_deploy_reason"]
+    assert refusals(api) == []  # a dry run refuses nothing: it answers
+    # Without a token a dry run speaks for the identity, as whoami does.
+    plain = api.deploy(body(env, dry_run=True)).get_json()
+    assert plain["may_deploy"] is api.get("/v1/whoami").get_json()["may_deploy"][env] is True
+
+
+def test_while_the_issuers_keys_cannot_be_loaded_a_deploy_is_503_and_audited(
+    make_api: Callable[..., Api], issuer: tuple[Jwks, Key, GithubIssuer]
+) -> None:
+    _, key, _ = issuer
+    down = Jwks()
+    try:
+        down.fail(503)
+        api = make_api(docker=FakeDocker(), **agent_settings(down))
+        minted = github_issuer(down)
+        answer = api.deploy(body(), **{HEADER: minted.sign(key, minted.claims())})
+        assert (answer.status_code, answer.get_json()["error"]["code"]) == (503, "auth_unavailable")
+        assert "127.0.0.1" not in answer.get_json()["error"]["message"]
+        (refused,) = refusals(api)
+        assert "cannot be loaded" in refused["reason"][0]
+        # Reads and dry runs do not need the keys.
+        assert api.get("/v1/status").status_code == 200
+        assert api.deploy(body(dry_run=True)).get_json()["may_deploy"] is True
+    finally:
+        down.close()
