@@ -19,10 +19,10 @@ from runner.cli.console import Console
 from runner.cli.errors import AgentRefused, AgentUnreachable, Exit, UsageError
 from runner.cli.follow import request_body
 from runner.cli.lint import SAMPLE_TAG, lint
-from runner.cli.oidctoken import OidcUnavailable, fetch_token
+from runner.cli.oidc import TokenUnavailable, request_token
 from runner.cli.preflight import Check, fail, ok, warn
 from runner.cli.workflowcheck import DEFAULT_PATH as WORKFLOW_PATH
-from runner.core.envschema import EnvSchema, load_env_schema
+from runner.core.envschema import EnvSchema, Variable, load_env_schema
 from runner.core.errors import InvalidInput
 from runner.core.plan import Plan, load_plan, read_plan_file
 from runner.core.render import check_inputs
@@ -90,7 +90,7 @@ def _local(
         checks.append(fail("env schema", f"{args.env_schema} does not parse (see lint)", "fix the table"))
     else:
         checks.append(ok("env schema", f"{args.env_schema} parses: {len(schema.variables)} variables"))
-        checks += preflight.variables(schema, environ, env=args.env, rule=_rule_check())
+        checks += preflight.variables(schema, environ, env=args.env, rule=_rule)
     checks.append(preflight.access_pair(environ))
     return checks, plan
 
@@ -101,9 +101,12 @@ def _render_fix(message: str) -> str:
     return "fix the plan (deployplan render shows the same)"
 
 
-def _rule_check() -> preflight.RuleCheck | None:
-    """The value rules of ENV_SCHEMA.md's Rule column, once the core checks them; None: Required/empty only."""
-    return None
+def _rule(var: Variable, value: str, env: str) -> str | None:
+    """The variable's value rule (ENV_SCHEMA.md's Rule column), as dry-run and apply check it."""
+    if var.rule is None:
+        return None
+    reason = var.rule.check(value, environment=env)
+    return None if reason is None else f"'{var.rule.text}': {reason}"
 
 
 def _agent(
@@ -196,8 +199,8 @@ def _oidc(environ: Mapping[str, str], *, agent_mode: object) -> list[Check]:
     checks = agentchecks.oidc(audience=audience, agent_mode=mode, in_actions=in_actions, request_vars=request_vars)
     if audience and in_actions and request_vars:
         try:
-            token = fetch_token(environ, audience=audience)  # asked for, read, never sent anywhere
-        except OidcUnavailable as e:
+            token = request_token(environ, audience)  # asked for, read, never sent anywhere
+        except TokenUnavailable as e:
             return [*checks, fail("oidc token", str(e), "give the deploy job `permissions: id-token: write`")]
         checks.append(agentchecks.token_audience(reveal(token), audience))
     return checks

@@ -52,47 +52,37 @@ def fail(name: str, reason: str, fix: str) -> Check:
 
 
 def variables(schema: EnvSchema, environ: Mapping[str, str], *, env: str, rule: RuleCheck | None = None) -> list[Check]:
-    """Each ENV_SCHEMA variable as its Required column says, and (when given) its value rule.
+    """Each ENV_SCHEMA variable as its Required column says, and its value rule: an unset optional variable is
+    not checked, a set one is (even empty); an empty required one is missing, as apply says.
 
     Where the value comes from in the deploy job: the GitHub Environment's secret of the same name."""
-    where = f"the secret {{name}} of the GitHub Environment {env!r} (or export it here)"
     checks = []
     for var in schema.variables:
-        name = f"variable {var.name}"
-        value = environ.get(var.name)
-        if value is None:
-            if var.required:
-                checks.append(fail(name, "required and not set", "set " + where.format(name=var.name)))
-            else:
+        name, value = f"variable {var.name}", environ.get(var.name)
+        where = f"the secret {var.name} of the GitHub Environment {env!r} (or export it here)"
+        if value is None or (value == "" and var.required):
+            if not var.required:
                 checks.append(ok(name, "not set (optional)"))
-            continue
-        if value == "":
-            if var.required:
-                checks.append(
-                    fail(
-                        name,
-                        f"required and set to the empty string ({EMPTY_SECRET})",
-                        "give " + where.format(name=var.name) + " a value",
-                    )
-                )
+            elif value is None:
+                checks.append(fail(name, "required and not set", f"set {where}"))
             else:
-                checks.append(ok(name, f"empty, so not sent (optional; {EMPTY_SECRET})"))
+                checks.append(
+                    fail(name, f"required and set to the empty string ({EMPTY_SECRET})", f"give {where} a value")
+                )
             continue
         problem = rule(var, value, env) if rule is not None else None
         if problem is not None:
-            shown = "" if var.secret else f" (value {value!r})"
-            checks.append(
-                fail(
-                    name,
-                    f"breaks its rule: {problem}{shown}",
-                    "set " + where.format(name=var.name) + " to a value that passes",
-                )
-            )
+            shown = " (secret, not shown)" if var.secret else f" (value {value!r})"
+            checks.append(fail(name, f"breaks its rule {problem}{shown}", f"set {where} to a value that passes"))
+        elif value == "":
+            checks.append(ok(name, f"empty, so not sent (optional; {EMPTY_SECRET})"))
         else:
-            checks.append(
-                ok(name, "set" + ("" if rule is None else ", passes its rule") + (" (secret)" if var.secret else ""))
-            )
+            checks.append(ok(name, "set" + (" (secret)" if var.secret else "") + _passes(var)))
     return checks
+
+
+def _passes(var: Variable) -> str:
+    return f", passes its rule '{var.rule.text}'" if var.rule is not None else ""
 
 
 def access_pair(environ: Mapping[str, str]) -> Check:

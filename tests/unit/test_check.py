@@ -428,3 +428,26 @@ def test_github_mode_writes_errors_and_a_summary_table(
     assert "| result | check | reason | change |" in text
     assert "| **FAIL** | prod reviewers | prod has no required reviewer" in text
     assert "sekret-value-123" not in text
+
+
+@pytest.mark.parametrize(
+    ("environ", "name", "words"),
+    [
+        ({"RUNTIME_ENV": "prod"}, "variable RUNTIME_ENV", "breaks its rule 'environment'"),
+        ({"RUNTIME_LOG_LEVEL": "loud"}, "variable RUNTIME_LOG_LEVEL", "(value 'loud')"),
+        ({"RUNTIME_API_TOKEN": "short-secret"}, "variable RUNTIME_API_TOKEN", "(secret, not shown)"),
+        ({"RUNTIME_API_TOKEN": ""}, "variable RUNTIME_API_TOKEN", "an empty GitHub secret arrives as an empty string"),
+        ({"RUNTIME_FAULT": "explode"}, "variable RUNTIME_FAULT", "breaks its rule 'pattern:"),
+    ],
+)
+def test_each_variable_passes_its_rule(
+    cli: Cli, workspace: Path, environ: dict[str, str], name: str, words: str
+) -> None:
+    env = {"RUNTIME_ENV": "dev", "RUNTIME_LOG_LEVEL": "info", "RUNTIME_API_TOKEN": "x" * 20, **environ}
+    result = cli.run("check", "--env", "dev", "--repository", "acme/trader", "--json", cwd=workspace, env=env)
+    assert result.returncode == 1
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert (checks[name]["level"], words in checks[name]["reason"]) == ("FAIL", True), checks[name]
+    assert "short-secret" not in result.stdout
+    others = [c for n, c in checks.items() if n.startswith("variable ") and n != name]
+    assert all(c["level"] == "ok" for c in others), others
