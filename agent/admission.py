@@ -14,13 +14,14 @@ from agent.auth import require_deployer
 from agent.config import Config
 from agent.deploy import Deployment, run_in_background
 from agent.dockerio import DOCKER_ERRORS, DockerAccess
-from agent.errors import AgentError, AuditBroken, Busy, DockerUnavailable, Forbidden, Refused
+from agent.errors import AgentError, AuditBroken, Busy, DockerUnavailable, Forbidden, Refused, ServerNotReady
 from agent.executor import Executor
 from agent.ledger import Ledger
 from agent.logs import log
 from agent.reads import environment_entry, last_deployments
 from agent.recovery import lock_for_change, released_on_failure
 from agent.validate import DeployRequest, check_request
+from agent.volumes import missing_sources
 from runner.core.facts import Facts
 from runner.core.secrets import Secret
 from runner.core.steps import describe
@@ -113,6 +114,7 @@ class Admission:
             running = self.ledger.read(lambda s: s.running)
             raise Busy(f"another deploy or prune is in progress ({running or 'a prune'}); wait for it") from None
         with released_on_failure(lock):
+            self._require_mount_sources(request, actor=actor)
             deployment, record = self._start_record(request, actor=actor)
             # Should the thread not start, the lock is released here and the recorded deployment, with no final
             # record and no worker, is marked interrupted by the next read.
@@ -122,6 +124,21 @@ class Admission:
             "status_url": f"/v1/deployments/{deployment.id}",
             "audit_head": {"seq": record["seq"], "hash": record["hash"]},
         }
+
+    def _require_mount_sources(self, request: DeployRequest, *, actor: str) -> None:
+        """Every bind source of the environment is there, checked again right before the pull: one removed since
+        the agent started refuses the deploy (audited, nothing touched) instead of failing after the stop."""
+        environment = request.environment
+        variable = f"DEPLOY_AGENT_VOLUMES_{environment.name.upper()}"
+        missing = missing_sources(variable, environment.volumes)
+        if missing:
+            error = ServerNotReady(
+                f"the server is not ready to deploy {environment.name}: {len(missing)} mount source(s) missing; "
+                "nothing was touched",
+                [{"path": variable, "message": m.partition(": ")[2]} for m in missing],
+            )
+            self._audit_refusal(error, actor=actor, environment=environment.name)
+            raise error
 
     def _start_record(self, request: DeployRequest, *, actor: str) -> tuple[Deployment, dict[str, Any]]:
         plan, environment = request.plan, request.environment
