@@ -56,7 +56,7 @@ _PLACEHOLDER = re.compile(r"replace-with|<[A-Za-z][A-Za-z0-9 _./-]*>", re.IGNORE
 def known_names(served: Iterable[str]) -> frozenset[str]:
     """Every variable name the agent reads when it serves these environments."""
     served = list(served)
-    names = set()
+    names: set[str] = set()
     for variable in VARIABLES:
         if variable.name.endswith(PER_ENVIRONMENT):
             names.update(variable.name.replace(PER_ENVIRONMENT, env.upper()) for env in served)
