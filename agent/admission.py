@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.auditlog import AuditError
-from agent.auth import require_deployer
+from agent.auth import may_deploy, require_deployer
 from agent.config import Config
 from agent.deploy import Deployment, run_in_background
 from agent.dockerio import DOCKER_ERRORS, DockerAccess
@@ -20,10 +20,10 @@ from agent.ledger import Ledger
 from agent.logs import log
 from agent.reads import environment_entry, last_deployments
 from agent.recovery import lock_for_change, released_on_failure
+from agent.registry import ask_registry, registry_auth
 from agent.validate import DeployRequest, check_request
 from agent.volumes import missing_sources
 from runner.core.facts import Facts
-from runner.core.secrets import Secret
 from runner.core.steps import describe
 from runner.core.text import shorten
 
@@ -69,8 +69,10 @@ class Admission:
             self._audit_refusal(e, actor=actor, environment=request.plan.environment)
             raise
 
-    def dry_run(self, request: DeployRequest) -> dict[str, Any]:
-        """What a deploy would do now, from the same step builders the deploy uses; touches nothing."""
+    def dry_run(self, request: DeployRequest, *, actor: str) -> dict[str, Any]:
+        """What a deploy would do now, from the same step builders the deploy uses, whether the registry has the
+        tag (asked with the server's credentials, nothing pulled) and whether this caller may deploy; touches
+        nothing."""
         plan, environment = request.plan, request.environment
         known_digest, last = self.ledger.read(
             lambda s: (s.digests.get(plan.image), last_deployments(s, [environment.name])[environment.name])
@@ -97,6 +99,8 @@ class Admission:
             "env": sorted(request.env),
             "actions": [{"step": step, "description": text} for step, text in describe(plan, facts)],
             "current": environment_entry(current[environment.name], last),
+            "may_deploy": may_deploy(self.config, actor, environment.name),
+            "registry": ask_registry(self.docker.connect, plan.image, auth=registry_auth(self.config)),
         }
 
     def deploy(self, request: DeployRequest, *, actor: str) -> dict[str, Any]:
@@ -154,10 +158,7 @@ class Admission:
             image=plan.image,
             origin=request.origin,
         )
-        auth: dict[str, str | Secret] | None = None
-        if self.config.registry_username and self.config.registry_password:
-            auth = {"username": self.config.registry_username, "password": self.config.registry_password}
-        executor = Executor(connect=self.docker.connect, env=request.env, registry_auth=auth)
+        executor = Executor(connect=self.docker.connect, env=request.env, registry_auth=registry_auth(self.config))
         deployment = Deployment(
             id=deployment_id,
             actor=actor,

@@ -35,7 +35,7 @@ def deploy() -> tuple[Response, int]:
     deploy_request = services().admission.check(body, actor=g.actor)
     services().admission.authorize(deploy_request, actor=g.actor)
     if deploy_request.dry_run:
-        return jsonify(services().admission.dry_run(deploy_request)), 200
+        return jsonify(services().admission.dry_run(deploy_request, actor=g.actor)), 200
     return jsonify(services().admission.deploy(deploy_request, actor=g.actor)), 202
 
 

@@ -58,3 +58,12 @@ def require_deployer(config: Config, actor: str, environments: list[str], *, wha
     if missing:
         variables = ", ".join(f"DEPLOY_AGENT_DEPLOYERS_{env.upper()}" for env in missing)
         raise Forbidden(f"{actor} may read and dry-run, but not {what}: it is not listed in {variables}")
+
+
+def may_deploy(config: Config, actor: str, environment: str) -> bool:
+    """Whether this actor could deploy to the environment (what a dry run and whoami answer)."""
+    try:
+        require_deployer(config, actor, [environment], what=f"deploy to {environment}")
+    except Forbidden:
+        return False
+    return True
