@@ -22,6 +22,7 @@ from agent.errors import (
     DockerUnavailable,
     Forbidden,
     Refused,
+    ServerNotReady,
     Unauthorized,
 )
 from agent.executor import Executor
@@ -29,9 +30,10 @@ from agent.ledger import Ledger
 from agent.logs import log
 from agent.reads import environment_entry, last_deployments
 from agent.recovery import lock_for_change, released_on_failure
+from agent.registry import ask_registry, registry_auth
 from agent.validate import DeployRequest, check_request
+from agent.volumes import missing_sources
 from runner.core.facts import Facts
-from runner.core.secrets import Secret
 from runner.core.steps import describe
 from runner.core.text import shorten
 
@@ -120,8 +122,10 @@ class Admission:
             answer.update(may_deploy=False, may_deploy_reason=e.message)
         return answer
 
-    def dry_run(self, request: DeployRequest) -> dict[str, Any]:
-        """What a deploy would do now, from the same step builders the deploy uses; touches nothing."""
+    def dry_run(self, request: DeployRequest, *, actor: str) -> dict[str, Any]:
+        """What a deploy would do now, from the same step builders the deploy uses, whether the registry has the
+        tag (asked with the server's credentials, nothing pulled) and whether this caller may deploy; touches
+        nothing."""
         plan, environment = request.plan, request.environment
         known_digest, last = self.ledger.read(
             lambda s: (s.digests.get(plan.image), last_deployments(s, [environment.name])[environment.name])
@@ -148,6 +152,8 @@ class Admission:
             "env": sorted(request.env),
             "actions": [{"step": step, "description": text} for step, text in describe(plan, facts)],
             "current": environment_entry(current[environment.name], last),
+            "may_deploy": may_deploy(self.config, actor, environment.name),
+            "registry": ask_registry(self.docker.connect, plan.image, auth=registry_auth(self.config)),
         }
 
     def deploy(self, request: DeployRequest, *, actor: str) -> dict[str, Any]:
@@ -166,6 +172,7 @@ class Admission:
             raise Busy(f"another deploy or prune is in progress ({running or 'a prune'}); wait for it") from None
         with released_on_failure(lock):
             self._once(request, actor=actor)
+            self._require_mount_sources(request, actor=actor)
             deployment, record = self._start_record(request, actor=actor)
             # Should the thread not start, the lock is released here and the recorded deployment, with no final
             # record and no worker, is marked interrupted by the next read.
@@ -175,6 +182,21 @@ class Admission:
             "status_url": f"/v1/deployments/{deployment.id}",
             "audit_head": {"seq": record["seq"], "hash": record["hash"]},
         }
+
+    def _require_mount_sources(self, request: DeployRequest, *, actor: str) -> None:
+        """Every bind source of the environment is there, checked again right before the pull: one removed since
+        the agent started refuses the deploy (audited, nothing touched) instead of failing after the stop."""
+        environment = request.environment
+        variable = f"DEPLOY_AGENT_VOLUMES_{environment.name.upper()}"
+        missing = missing_sources(variable, environment.volumes)
+        if missing:
+            error = ServerNotReady(
+                f"the server is not ready to deploy {environment.name}: {len(missing)} mount source(s) missing; "
+                "nothing was touched",
+                [{"path": variable, "message": m.partition(": ")[2]} for m in missing],
+            )
+            self._audit_refusal(error, actor=actor, environment=environment.name)
+            raise error
 
     def _start_record(self, request: DeployRequest, *, actor: str) -> tuple[Deployment, dict[str, Any]]:
         plan, environment = request.plan, request.environment
@@ -190,10 +212,7 @@ class Admission:
             image=plan.image,
             origin=request.origin,
         )
-        auth: dict[str, str | Secret] | None = None
-        if self.config.registry_username and self.config.registry_password:
-            auth = {"username": self.config.registry_username, "password": self.config.registry_password}
-        executor = Executor(connect=self.docker.connect, env=request.env, registry_auth=auth)
+        executor = Executor(connect=self.docker.connect, env=request.env, registry_auth=registry_auth(self.config))
         deployment = Deployment(
             id=deployment_id,
             actor=actor,

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.volumes import Mount, parse_volumes, protected_paths
+from agent.variables import strict_problems
+from agent.volumes import Mount, missing_sources, parse_volumes, protected_paths
 from runner.core.facts import Target
 from runner.core.render import ENVIRONMENTS
 from runner.core.secrets import Secret
@@ -96,7 +97,9 @@ class Config:
 
 
 def load_config(environ: Mapping[str, str]) -> Config:
-    """Build the Config from the environment, or raise ConfigError naming every missing or invalid variable."""
+    """Build the Config from the environment, or raise ConfigError naming every missing or invalid variable, every
+    `DEPLOY_AGENT_*` name the agent does not know, every placeholder left from the example and every mount source
+    that is not there."""
     problems: list[str] = []
 
     def need(name: str) -> str:
@@ -131,6 +134,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         problems.append(
             "DEPLOY_AGENT_REGISTRY_USERNAME and DEPLOY_AGENT_REGISTRY_PASSWORD go together: set both or neither"
         )
+    problems += strict_problems(environ, served=environments, all_environments=ENVIRONMENTS)
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -245,6 +249,7 @@ def _environments(
         elif not _CONTAINER_NAME.fullmatch(container):
             problems.append(f"{container_var}={container!r} is not a valid container name")
         volumes = parse_volumes(volumes_var, environ.get(volumes_var, "").strip(), problems, protected)
+        problems += missing_sources(volumes_var, volumes)
         served[name] = Environment(name=name, container=container, volumes=volumes)
     containers = [e.container for e in served.values() if e.container]
     if len(set(containers)) != len(containers):

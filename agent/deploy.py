@@ -22,6 +22,7 @@ from agent.ledger import Ledger
 from agent.lock import DeployLock
 from agent.logs import Stopwatch, log
 from agent.validate import DeployRequest
+from agent.volumes import missing_sources
 from runner.core import steps
 from runner.core.facts import Facts, Observed
 from runner.core.secrets import Masker
@@ -65,7 +66,7 @@ class Deployment:
         log("deployment running", deployment_id=self.id, environment=plan.environment, image=plan.image)
         try:
             self.step("pull", lambda: steps.pull(plan, self.facts(known_digest=True)))
-            self.step("stop_remove", lambda: steps.stop_remove(plan, self.facts(current=self.observe())))
+            self.step("stop_remove", lambda: steps.stop_remove(plan, self.facts(current=self.ready_to_stop())))
             self.step("start", lambda: steps.start(plan, self.facts()))
             self.step("verify", lambda: steps.verify(plan, self.facts()))
         except StepFailed as failure:
@@ -146,6 +147,15 @@ class Deployment:
             error=error,
             container_logs=logs,
         )
+
+    def ready_to_stop(self) -> Observed:
+        """The current container, once the mount sources are known to be still there: a pull takes minutes, and a
+        source removed meanwhile would fail the start after the stop."""
+        environment = self.request.environment
+        missing = missing_sources(f"DEPLOY_AGENT_VOLUMES_{environment.name.upper()}", environment.volumes)
+        if missing:
+            raise StepFailed("stop_remove", "; ".join(missing) + "; nothing was stopped")
+        return self.observe()
 
     def observe(self) -> Observed:
         container = self.request.environment.container

@@ -46,3 +46,7 @@ class AuditBroken(AgentError):
 
 class AuthUnavailable(AgentError):
     """Cloudflare Access's signing keys cannot be loaded (or are too old to trust)."""
+
+
+class ServerNotReady(AgentError):
+    """A server-owned precondition of a deploy (a mount source) is missing; `details` name it, nothing was done."""

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import docker
+import docker.types
 
 from agent.dockerio import DOCKER_ERRORS, image_digest
 from agent.pullstream import PullStream, PullTimedOut
@@ -113,7 +114,7 @@ class Executor:
         environment = {n: reveal(self._env[n]) for n in env_names}
         client = self.client()
         host_config = client.create_host_config(
-            binds=binds, restart_policy={"Name": restart_policy}, log_config=log_config
+            mounts=[_bind_mount(bind) for bind in binds], restart_policy={"Name": restart_policy}, log_config=log_config
         )
         created = client.create_container(
             image, name=name, environment=environment, labels=labels, host_config=host_config, detach=True
@@ -161,6 +162,13 @@ class Executor:
             self.client().update_container(container, restart_policy={"Name": "no"})
         except DOCKER_ERRORS as e:
             raise ActionFailed(f"could not stop {container}: {_explain(e)}") from e
+
+
+def _bind_mount(bind: str) -> docker.types.Mount:
+    """`SOURCE:TARGET:MODE` as a Mounts API bind: unlike `Binds`, the engine refuses a missing source instead of
+    creating it (as root, 0755: a folder the runtime's user could not write to)."""
+    source, target, mode = bind.split(":")
+    return docker.types.Mount(target=target, source=source, type="bind", read_only=mode == "ro")
 
 
 def _last_health_output(state: dict[str, Any]) -> str:

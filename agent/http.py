@@ -19,6 +19,7 @@ from agent.errors import (
     Forbidden,
     NotFound,
     Refused,
+    ServerNotReady,
     Unauthorized,
 )
 from agent.logs import log
@@ -34,6 +35,7 @@ ANSWERS: dict[type[AgentError], tuple[int, str]] = {
     DockerUnavailable: (503, "docker_unavailable"),
     AuditBroken: (503, "audit_broken"),
     AuthUnavailable: (503, "auth_unavailable"),
+    ServerNotReady: (503, "server_not_ready"),
 }
 # Werkzeug's own HTTP errors (routing, body size, media type), by status.
 HTTP_CODES = {

@@ -62,3 +62,23 @@ def _overlaps(source: str, protected: str) -> bool:
     """A mount of `source` reaches `protected`: it is that path, a folder holding it, or a path inside it."""
     holds = source == "/" or protected == source or protected.startswith(source + "/")
     return holds or source.startswith(protected + "/")
+
+
+def missing_sources(name: str, mounts: tuple[Mount, ...]) -> list[str]:
+    """One line per bind source that is not there (Docker must never create one: it would make it root's, 0755,
+    where the runtime cannot write), or that this user cannot even look at."""
+    problems = []
+    for mount in mounts:
+        try:
+            os.stat(mount.source)
+        except FileNotFoundError:
+            problems.append(
+                f"{name}: the mount source {mount.source} does not exist; create it, owned by the runtime's user "
+                f"(install -d -m 0750 -o UID -g GID {mount.source})"
+            )
+        except OSError as e:
+            problems.append(
+                f"{name}: the mount source {mount.source} cannot be checked ({e.strerror}); let the agent's user "
+                "look into the folders that hold it"
+            )
+    return problems

@@ -13,7 +13,7 @@ from runner.cli.errors import AgentRefused, AgentUnreachable, DeployFailed, Exit
 from runner.cli.follow import Printer, deadline_seconds, follow, request_body, send, verify_status
 from runner.cli.github import append_summary, command, mask_lines, rules_summary, summary_markdown
 from runner.cli.local import load
-from runner.cli.report import dry_run_report
+from runner.cli.report import dry_run_report, refusal
 from runner.core.envschema import EnvSchema, load_env_schema
 from runner.core.errors import InvalidInput
 from runner.core.facts import Facts
@@ -74,8 +74,12 @@ def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
         if plan.environment == "prod":
             # The agent refuses prod without it, dry runs included; a dry run is the question "would it deploy?".
             body["confirm"] = f"prod:{plan.tag}"
-        for line in dry_run_report(connect(args.agent, console.environ).post("/v1/deploy", body), values=values):
+        answer = connect(args.agent, console.environ).post("/v1/deploy", body)
+        for line in dry_run_report(answer, values=values):
             console.print(line)
+        refused = refusal(answer)
+        if refused is not None:
+            raise AgentRefused(refused)
     console.print("nothing was touched (dry run)")
     return Exit.OK
 

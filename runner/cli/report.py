@@ -66,7 +66,34 @@ def dry_run_report(answer: dict[str, Any], *, values: dict[str, str | Secret]) -
     lines += [f"  {n}. {a['step']:<12} {a['description']}" for n, a in enumerate(answer.get("actions", []), start=1)]
     lines.append("change against what runs now:")
     lines += change_lines(answer.get("current") or {}, image=str(answer.get("image")))
+    lines += readiness_lines(answer)
     return lines
+
+
+def readiness_lines(answer: dict[str, Any]) -> list[str]:
+    """Whether the registry has the tag (asked by the agent with its own credentials) and this caller may deploy."""
+    registry = answer.get("registry") or {}
+    if registry.get("found") is True:
+        found = f"has {answer.get('image')} ({printable(str(registry.get('digest')))})"
+    else:
+        found = f"NOT FOUND: {printable(str(registry.get('reason') or 'the agent did not say'))}"
+    may = answer.get("may_deploy")
+    allowed = "yes" if may is True else "NO" if may is False else "the agent did not say"
+    return [f"registry        {found}", f"may deploy      {allowed} (this caller, to {answer.get('environment')})"]
+
+
+def refusal(answer: dict[str, Any]) -> str | None:
+    """Why a deploy of this dry run would not go through (the registry lacks the tag, the caller may not deploy),
+    or None."""
+    reasons = []
+    registry = answer.get("registry") or {}
+    if registry.get("found") is not True:
+        reasons.append(f"the registry does not have it ({printable(str(registry.get('reason') or 'not said'))})")
+    if answer.get("may_deploy") is not True:
+        reasons.append(f"this caller may not deploy to {answer.get('environment')} (DEPLOY_AGENT_DEPLOYERS_<ENV>)")
+    if not reasons:
+        return None
+    return f"a deploy of {answer.get('image')} would not go through: " + "; ".join(reasons) + "; nothing was touched"
 
 
 def change_lines(current: dict[str, Any], *, image: str) -> list[str]:

@@ -24,7 +24,7 @@ import docker
 import pytest
 
 import lab
-from realparts import CANARY, PREFIX, REPO, RUNTIME_ENV, Agent, Cli, Images, agent_env
+from realparts import CANARY, PREFIX, REPO, RUNTIME_ENV, Agent, Cli, Images, agent_env, plan_data
 
 # The plan renders `<registry>/<owner/repo>/runtime`, and --repository must be owner/repo: the suite's images
 # are mirrored under this path for this module.
@@ -704,7 +704,12 @@ def test_dry_run_with_the_agent_shows_the_server_side_and_the_change_touching_no
     assert lines[13] == "change against what runs now:"
     assert lines[14].startswith(f"- {name} running {old} ({cli_images.digests['1.0.0']})")
     assert lines[15] == f"+ {name} running {new}"
-    assert lines[16:] == ["nothing was touched (dry run)"]
+    # The registry was asked with the server's credentials (nothing pulled): it names the digest the pull will get.
+    assert lines[16:] == [
+        f"registry        has {new} ({cli_images.digests['1.0.1']})",
+        "may deploy      yes (this caller, to dev)",
+        "nothing was touched (dry run)",
+    ]
     assert CANARY not in result.stdout
     assert (snapshot(shared), containers(docker_client)) == (before, docker_before)
 
@@ -727,6 +732,27 @@ def test_dry_run_refused_by_the_agent_exits_3(
         "  $.environment: this agent does not serve 'prod' (it serves dev)",
     )
     assert result.stdout == ""
+
+
+def test_dry_run_of_a_tag_the_registry_lacks_exits_3_touching_nothing(
+    cli: Cli, ws: Path, shared: Agent, cli_images: Images, docker_client: docker.DockerClient
+) -> None:
+    """Found in issue 18: a tag the registry lacks was found only by the pull of the real deploy, after prod's
+    reviewers approved. The dry run asks the registry now, with the server's credentials, pulling nothing."""
+    before, docker_before = snapshot(shared), containers(docker_client)
+    images_before = sorted(tag for image in docker_client.images.list() for tag in image.tags)
+    result = cli.run("dry-run", *plan_args("dev", "9.9.9", "--agent", shared.url), cwd=ws, env=operator_env(shared))
+
+    assert result.returncode == 3, result.stdout + result.stderr
+    missing = cli_images.ref("9.9.9")
+    assert f"registry        NOT FOUND: the registry does not give {missing}: " in result.stdout
+    assert "may deploy      yes (this caller, to dev)" in result.stdout
+    assert result.stderr.startswith(f"error: a deploy of {missing} would not go through: the registry does not have it")
+    assert result.stderr.rstrip().endswith("nothing was touched")
+    answer = shared.post({"plan": plan_data(cli_images, "9.9.9"), "env": RUNTIME_ENV, "dry_run": True}).json()
+    assert answer["registry"]["found"] is False and "manifest unknown" in answer["registry"]["reason"]
+    assert (snapshot(shared), containers(docker_client)) == (before, docker_before)
+    assert sorted(tag for image in docker_client.images.list() for tag in image.tags) == images_before
 
 
 def test_dry_run_with_a_local_problem_exits_2_before_asking(cli: Cli, ws: Path, shared: Agent) -> None:

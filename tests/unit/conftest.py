@@ -6,6 +6,8 @@ import contextlib
 import io
 import itertools
 import json
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -44,6 +46,13 @@ class InProcessCli:
         return Result(int(code), out.getvalue(), err.getvalue())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runtime_data() -> Iterator[Path]:
+    """dev's mount source, removed after the session."""
+    yield RUNTIME_DATA
+    shutil.rmtree(RUNTIME_DATA.parent, ignore_errors=True)
+
+
 @pytest.fixture
 def cli() -> InProcessCli:
     return InProcessCli()
@@ -53,13 +62,17 @@ def cli() -> InProcessCli:
 
 REPOSITORY = "registry.test/acme/trader/runtime"
 TOKEN = "unit-test-token-" + "x" * 24
+# The agent refuses to start while a mount source is missing: dev's is a real folder of this session.
+RUNTIME_DATA = Path(tempfile.mkdtemp(prefix="deployplan-unit-")) / "runtime-dev"
+RUNTIME_DATA.mkdir()
+DEV_VOLUME = f"{RUNTIME_DATA}:/var/lib/runtime:rw"
 AGENT_ENV = {
     "DEPLOY_AGENT_BIND": "127.0.0.1:8700",
     "DEPLOY_AGENT_ENVIRONMENTS": "dev,prod",
     "DEPLOY_AGENT_IMAGE_REPOSITORY": REPOSITORY,
     "DEPLOY_AGENT_CONTAINER_DEV": "runtime-dev",
     "DEPLOY_AGENT_CONTAINER_PROD": "runtime-prod",
-    "DEPLOY_AGENT_VOLUMES_DEV": "/srv/runtime/dev:/var/lib/runtime:rw",
+    "DEPLOY_AGENT_VOLUMES_DEV": DEV_VOLUME,
     "DEPLOY_AGENT_VOLUMES_PROD": "none",
     "DEPLOY_AGENT_RESTART_POLICY": "unless-stopped",
     "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=50m,max-file=5",

@@ -15,7 +15,9 @@ from typing import Any
 import docker.errors
 import requests
 
-READS = frozenset({"ping", "inspect_container", "inspect_image", "logs", "close", "images", "containers"})
+READS = frozenset(
+    {"ping", "inspect_container", "inspect_image", "inspect_distribution", "logs", "close", "images", "containers"}
+)
 
 
 @dataclass
@@ -40,6 +42,9 @@ class FakeDocker:
         # Images as GET /images/json lists them: Id, RepoTags, RepoDigests, Size.
         self.image_list: list[dict[str, Any]] = []
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        # What the registry holds, by image reference, as the engine's distribution endpoint reports it; a
+        # reference not listed answers as a registry answers for a tag it lacks.
+        self.registry: dict[str, str] = {}
 
     # -- what the agent's connect() is: one shared fake for every "connection"
     def connect(self, **kwargs: Any) -> FakeDocker:
@@ -89,6 +94,14 @@ class FakeDocker:
             if ref == f"sha256:image-of-{container.image}":
                 return {"RepoDigests": [f"{container.image.rpartition(':')[0]}@{container.digest}"]}
         raise docker.errors.ImageNotFound(f"no such image: {ref}")
+
+    def inspect_distribution(self, image: str, auth_config: dict[str, str] | None = None) -> dict[str, Any]:
+        self._call("inspect_distribution", (image,), {"auth_config": auth_config})
+        if image not in self.registry:
+            raise docker.errors.NotFound(f"{image}: manifest unknown")
+        return {
+            "Descriptor": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": self.registry[image]}
+        }
 
     def logs(self, container: str, **options: Any) -> Iterator[bytes]:
         self._call("logs", (container,), options)

@@ -12,7 +12,7 @@ import pytest
 
 from agent.auditlog import AuditError, AuditLog
 from agent.lock import try_lock
-from conftest import RUNTIME_ENV, Api, plan, record_deployment
+from conftest import DEV_VOLUME, RUNTIME_ENV, Api, plan, record_deployment
 from fakedocker import FakeContainer, FakeDocker
 from runner.core.chain import verify_lines
 
@@ -242,7 +242,7 @@ def test_a_dry_run_shows_the_server_side_and_the_change(make_api: Callable[..., 
     assert response.status_code == 200, answer
     assert (answer["container"], answer["volumes"], answer["restart_policy"]) == (
         "runtime-dev",
-        ["/srv/runtime/dev:/var/lib/runtime:rw"],
+        [DEV_VOLUME],
         "unless-stopped",
     )
     assert answer["runtime_logs"] == "json-file logs (max-size=50m, max-file=5)"

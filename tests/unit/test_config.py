@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agent.config import ConfigError, load_config
-from conftest import AGENT_ENV
+from conftest import AGENT_ENV, DEV_VOLUME
 
 GOOD = {
     **AGENT_ENV,
@@ -26,7 +28,7 @@ ACCESS = {
 def test_a_good_configuration() -> None:
     config = load_config(GOOD)
     assert config.environments["dev"].container == "runtime-dev"
-    assert [m.bind() for m in config.environments["dev"].volumes] == ["/srv/runtime/dev:/var/lib/runtime:rw"]
+    assert [m.bind() for m in config.environments["dev"].volumes] == [DEV_VOLUME]
     assert config.environments["prod"].volumes == ()
     assert str(config.token) == "****"
     assert config.runtime_logs == {"Type": "json-file", "Config": {"max-size": "50m", "max-file": "5"}}
@@ -46,7 +48,7 @@ def test_the_target_is_everything_the_server_owns() -> None:
     target = load_config(GOOD).target("dev")
     assert (target.container, target.binds, target.restart_policy) == (
         "runtime-dev",
-        ("/srv/runtime/dev:/var/lib/runtime:rw",),
+        (DEV_VOLUME,),
         "unless-stopped",
     )
     assert target.describe_logs() == "json-file logs (max-size=50m, max-file=5)"
@@ -118,9 +120,17 @@ def test_access_without_deployers_for_an_environment_is_refused(env: str) -> Non
     )
 
 
-def test_a_volume_beside_the_protected_paths_is_fine() -> None:
-    config = load_config({**GOOD, "DEPLOY_AGENT_VOLUMES_DEV": "/var/lib/deploy-agent-data:/data,/srv/run:/run:ro"})
-    assert [m.source for m in config.environments["dev"].volumes] == ["/var/lib/deploy-agent-data", "/srv/run"]
+def test_a_volume_beside_the_protected_paths_is_fine(tmp_path: Path) -> None:
+    beside, other = tmp_path / "deploy-agent-data", tmp_path / "run"
+    beside.mkdir(), other.mkdir()
+    config = load_config(
+        {
+            **GOOD,
+            "DEPLOY_AGENT_STATE_DIR": str(tmp_path / "deploy-agent"),
+            "DEPLOY_AGENT_VOLUMES_DEV": f"{beside}:/data,{other}:/run:ro",
+        }
+    )
+    assert [m.source for m in config.environments["dev"].volumes] == [str(beside), str(other)]
 
 
 def test_every_problem_is_named_at_once() -> None:
@@ -129,3 +139,122 @@ def test_every_problem_is_named_at_once() -> None:
     message = str(raised.value)
     for name in ("BIND", "STATE_DIR", "ENVIRONMENTS", "IMAGE_REPOSITORY", "RESTART_POLICY", "RUNTIME_LOGS", "TOKEN"):
         assert f"DEPLOY_AGENT_{name} is not set" in message
+
+
+# -- strict configuration: unknown names, placeholders, mount sources
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        # Found in issue 18: the missing S was accepted silently and the real list stayed unset.
+        ({"DEPLOY_AGENT_DEPLOYER_PROD": "ci-prod.token"}, "did you mean DEPLOY_AGENT_DEPLOYERS_PROD?"),
+        ({"DEPLOY_AGENT_RESTART": "always"}, "did you mean DEPLOY_AGENT_RESTART_POLICY?"),
+        ({"DEPLOY_AGENT_VOLUME_DEV": "none"}, "did you mean DEPLOY_AGENT_VOLUMES_DEV?"),
+        ({"DEPLOY_AGENT_REGISTRY_PASS": "x"}, "did you mean DEPLOY_AGENT_REGISTRY_PASSWORD?"),
+        ({"DEPLOY_AGENT_CONTAINER_STAGING": "x"}, "DEPLOY_AGENT_CONTAINER_STAGING is not a variable of the deploy"),
+        ({"DEPLOY_AGENT_FROBNICATE": "1"}, "the agent's variables are listed in docs/agent.md"),
+        # Found in issue 18: the example's placeholder was accepted as the AUD tag.
+        (
+            {"DEPLOY_AGENT_ACCESS_AUD": "replace-with-the-64-hex-aud-tag-of-the-access-application"},
+            "DEPLOY_AGENT_ACCESS_AUD='replace-with-the-64-hex-aud-tag-of-the-access-application' still holds a "
+            "placeholder",
+        ),
+        ({"DEPLOY_AGENT_ACCESS_TEAM_DOMAIN": "<team>.cloudflareaccess.com"}, "TEAM_DOMAIN='<team>.cloudflare"),
+        ({"DEPLOY_AGENT_DEPLOYERS_DEV": "<Client ID of github-deploy-dev>"}, "DEPLOY_AGENT_DEPLOYERS_DEV='<Client"),
+        ({"DEPLOY_AGENT_DEPLOYERS_PROD": "REPLACE-WITH-the-client-id"}, "still holds a placeholder"),
+    ],
+)
+def test_strict_names_and_placeholders_stop_startup(change: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config({**ACCESS, **change})
+    assert fragment in str(raised.value)
+
+
+def test_a_per_environment_variable_of_an_environment_not_served_stops_startup() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config({**GOOD, "DEPLOY_AGENT_ENVIRONMENTS": "dev"})
+    message = str(raised.value)
+    assert "DEPLOY_AGENT_CONTAINER_PROD is set, but prod is not served (DEPLOY_AGENT_ENVIRONMENTS)" in message
+    assert "DEPLOY_AGENT_VOLUMES_PROD is set, but prod is not served" in message
+    served = {k: v for k, v in GOOD.items() if not k.endswith("_PROD")}
+    assert list(load_config({**served, "DEPLOY_AGENT_ENVIRONMENTS": "dev"}).environments) == ["dev"]
+
+
+def test_the_cli_variable_and_other_prefixes_are_not_the_agents() -> None:
+    config = load_config({**GOOD, "DEPLOY_AGENT_URL": "https://deploy.example.com", "DEPLOY_ENVIRONMENT": "dev"})
+    assert config.bind == GOOD["DEPLOY_AGENT_BIND"]
+
+
+@pytest.mark.parametrize("name", ["DEPLOY_AGENT_TOKEN", "DEPLOY_AGENT_REGISTRY_PASSWORD"])
+def test_a_placeholder_in_a_secret_is_named_without_its_value(name: str) -> None:
+    value = "replace-with-a-read-packages-token-" + "s" * 20
+    with pytest.raises(ConfigError) as raised:
+        load_config(
+            {**GOOD, "DEPLOY_AGENT_REGISTRY_USERNAME": "bot", "DEPLOY_AGENT_REGISTRY_PASSWORD": "p", name: value}
+        )
+    assert f"{name} still holds a placeholder" in str(raised.value)
+    assert value not in str(raised.value)
+
+
+def test_every_problem_of_a_strict_configuration_is_named_at_once() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config({**ACCESS, "DEPLOY_AGENT_ACCESS_AUD": "replace-with-aud", "DEPLOY_AGENT_DEPLOYER_PROD": "x"})
+    assert len(raised.value.problems) == 2
+
+
+def test_a_missing_mount_source_stops_startup_naming_variable_and_path(tmp_path: Path) -> None:
+    """Found in issue 18: Docker created the missing prod directory root:root 0755, unwritable for the runtime."""
+    missing = tmp_path / "prod-data"
+    with pytest.raises(ConfigError) as raised:
+        load_config({**GOOD, "DEPLOY_AGENT_VOLUMES_PROD": f"{missing}:/var/lib/runtime:rw"})
+    assert f"DEPLOY_AGENT_VOLUMES_PROD: the mount source {missing} does not exist" in str(raised.value)
+    assert not missing.exists()
+    missing.mkdir()
+    assert load_config({**GOOD, "DEPLOY_AGENT_VOLUMES_PROD": f"{missing}:/var/lib/runtime:rw"}).environments["prod"]
+
+
+def test_every_variable_read_is_in_the_one_table() -> None:
+    """A name the loader reads but the table lacks would stop every agent that sets it: the two agree."""
+    import re
+
+    from agent import config, variables, volumes
+
+    source = "".join(Path(m.__file__ or "").read_text() for m in (config, volumes))
+    read = set(re.findall(r'"(DEPLOY_AGENT_[A-Z_]+)"', source)) | {
+        n + "<ENV>" for n in re.findall(r'f"(DEPLOY_AGENT_[A-Z_]+_)\{name\.upper\(\)\}"', source)
+    }
+    assert read <= {v.name for v in variables.VARIABLES}
+
+
+def _example() -> dict[str, str]:
+    """infra/agent.env.example as systemd's EnvironmentFile= reads it: NAME=value lines, comments skipped."""
+    text = (Path(__file__).resolve().parents[2] / "infra" / "agent.env.example").read_text("utf-8")
+    pairs = (line.partition("=") for line in text.splitlines() if line and not line.startswith("#"))
+    return {name: value for name, _, value in pairs}
+
+
+def test_the_shipped_example_names_only_its_placeholders_and_volumes(tmp_path: Path) -> None:
+    """The example is meant to be filled in: as shipped, it stops the agent on exactly what is still to do."""
+    example = _example()
+    with pytest.raises(ConfigError) as raised:
+        load_config(example)
+    problems = raised.value.problems
+    assert [p.split("=")[0].split(" ")[0] for p in problems if "placeholder" in p] == [
+        "DEPLOY_AGENT_ACCESS_AUD",
+        "DEPLOY_AGENT_DEPLOYERS_DEV",
+        "DEPLOY_AGENT_DEPLOYERS_PROD",
+    ]
+    assert all("placeholder" in p or "mount source /srv/runtime/" in p for p in problems), problems
+
+    dev, prod = tmp_path / "dev", tmp_path / "prod"
+    dev.mkdir(), prod.mkdir()
+    filled = {
+        **example,
+        "DEPLOY_AGENT_ACCESS_AUD": "a" * 64,
+        "DEPLOY_AGENT_DEPLOYERS_DEV": "1b2c.access",
+        "DEPLOY_AGENT_DEPLOYERS_PROD": "3d4e.access",
+        "DEPLOY_AGENT_VOLUMES_DEV": f"{dev}:/var/lib/runtime:rw",
+        "DEPLOY_AGENT_VOLUMES_PROD": f"{prod}:/var/lib/runtime:rw",
+    }
+    assert load_config(filled).auth == "cloudflare-access"

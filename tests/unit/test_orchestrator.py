@@ -17,6 +17,7 @@ from agent.executor import ActionFailed, Executor
 from agent.ledger import Ledger
 from agent.validate import DeployRequest, check_request
 from conftest import AGENT_ENV as UNIT_AGENT_ENV
+from conftest import DEV_VOLUME
 from fakedocker import FakeContainer, FakeDocker
 from runner.core.steps import Action
 from runner.core.text import CUT_MARK
@@ -248,7 +249,7 @@ def test_the_actions_carry_the_servers_settings_and_the_deployment(config: Confi
         "create": {
             "name": "runtime-dev",
             "image": IMAGE,
-            "binds": ["/srv/runtime/dev:/var/lib/runtime:rw"],
+            "binds": [DEV_VOLUME],
             "restart_policy": "unless-stopped",
             "log_config": {"Type": "json-file", "Config": {"max-size": "50m", "max-file": "5"}},
             "labels": {

@@ -1,0 +1,51 @@
+"""What the registry says about a tag, asked through the Docker Engine's distribution endpoint with the agent's own
+registry credentials: nothing is pulled, nothing is written. A dry run shows it, so a missing tag or a stale
+credential is found before anyone approves a deploy, not by its pull."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import docker.errors
+
+from agent.config import Config
+from agent.dockerio import DOCKER_ERRORS, Connect
+from runner.core.secrets import Secret, reveal
+from runner.core.text import shorten
+
+# The dry run answers synchronously, through a tunnel that cuts answers after 100 s: the registry gets this long.
+REGISTRY_TIMEOUT = 30
+REASON_CHARS = 300
+
+
+def registry_auth(config: Config) -> dict[str, str | Secret] | None:
+    """The agent's registry credentials, as the pull and the distribution endpoint take them (None: none set)."""
+    if config.registry_username and config.registry_password:
+        return {"username": config.registry_username, "password": config.registry_password}
+    return None
+
+
+def ask_registry(connect: Connect, image: str, *, auth: dict[str, str | Secret] | None) -> dict[str, Any]:
+    """`{"found": true, "digest": "sha256:..."}`, or `{"found": false, "reason": "..."}` (the registry's answer,
+    or why it could not be asked: Docker unreachable, the registry unreachable)."""
+    revealed = {k: reveal(v) for k, v in auth.items()} if auth else None
+    try:
+        with connect(timeout=REGISTRY_TIMEOUT) as client:
+            answer = client.inspect_distribution(image, auth_config=revealed)
+    except docker.errors.APIError as e:
+        said = str(e.explanation or e).strip()
+        return {"found": False, "reason": _masked(f"the registry does not give {image}: {said}", revealed)}
+    except DOCKER_ERRORS as e:
+        reason = f"Docker is unreachable, so the registry could not be asked about {image}: {e}"
+        return {"found": False, "reason": _masked(reason, revealed)}
+    digest = (answer.get("Descriptor") or {}).get("digest")
+    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        return {"found": False, "reason": f"the registry answered for {image} without a sha256 digest"}
+    return {"found": True, "digest": digest}
+
+
+def _masked(reason: str, auth: dict[str, str] | None) -> str:
+    """The engine's words, bounded, and never the password (should a registry ever echo it)."""
+    if auth and auth.get("password"):
+        reason = reason.replace(auth["password"], "****")
+    return shorten(reason, REASON_CHARS)

@@ -1,0 +1,92 @@
+"""Mount sources checked again before each deploy's pull: one removed after startup refuses the deploy (503
+server_not_ready, audited, nothing touched) and, removed during the pull, fails it before anything is stopped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import RUNTIME_ENV, Api, plan
+from fakedocker import FakeContainer, FakeDocker
+
+
+def body() -> dict[str, object]:
+    return {"plan": plan(), "env": RUNTIME_ENV, "public_env": ["RUNTIME_ENV", "RUNTIME_LOG_LEVEL"]}
+
+
+def test_a_source_removed_after_startup_refuses_the_deploy(make_api: Callable[..., Api], tmp_path: Path) -> None:
+    data = tmp_path / "dev-data"
+    data.mkdir()
+    docker = FakeDocker()
+    docker.add(FakeContainer("runtime-dev", "registry.test/acme/trader/runtime:1.0.2"))
+    api = make_api(docker=docker, DEPLOY_AGENT_VOLUMES_DEV=f"{data}:/var/lib/runtime:rw")
+    data.rmdir()
+
+    for _ in range(2):  # the second answer is the same 503, not 409: the deploy lock was released
+        response = api.deploy(body())
+        assert response.status_code == 503, response.get_json()
+        error = response.get_json()["error"]
+        assert error["code"] == "server_not_ready"
+        assert error["details"][0]["path"] == "DEPLOY_AGENT_VOLUMES_DEV"
+        assert f"the mount source {data} does not exist" in error["details"][0]["message"]
+    refused = [r for r in api.audit() if r["event"] == "deploy_refused"]
+    assert len(refused) == 2 and refused[0]["environment"] == "dev"
+    assert f"DEPLOY_AGENT_VOLUMES_DEV: the mount source {data} does not exist" in refused[0]["reason"][0]
+    assert not [r for r in api.audit() if r["event"] == "deployment_started"]
+    assert docker.touched() == []
+    assert not data.exists()
+
+
+def test_a_source_removed_during_the_pull_fails_the_deploy_before_the_stop(tmp_path: Path) -> None:
+    """A pull may take minutes: a source gone by its end must not be found only by the start, after the stop."""
+    from typing import Any, cast
+
+    from agent.auditlog import AuditLog
+    from agent.config import load_config
+    from agent.deploy import Deployment
+    from agent.executor import Executor
+    from agent.ledger import Ledger
+    from agent.validate import check_request
+    from conftest import AGENT_ENV
+
+    data = tmp_path / "dev-data"
+    data.mkdir()
+    config = load_config(
+        {**AGENT_ENV, "DEPLOY_AGENT_STATE_DIR": str(tmp_path / "state"), "DEPLOY_AGENT_VOLUMES_DEV": f"{data}:/d"}
+    )
+    ledger = Ledger(AuditLog(tmp_path / "audit.jsonl"))
+    accepted, findings = check_request(body(), config)
+    assert accepted is not None and findings == []
+    docker = FakeDocker()
+    docker.add(FakeContainer("runtime-dev", "registry.test/acme/trader/runtime:1.0.2"))
+    performed: list[str] = []
+
+    class PullRemovesTheSource:
+        def perform(self, action: Any) -> dict[str, Any]:
+            performed.append(action.kind)
+            data.rmdir()  # what an operator's cleanup might do while the image downloads
+            return {"digest": "sha256:" + "a" * 64}
+
+        def client(self) -> FakeDocker:
+            return docker
+
+        def close(self) -> None:
+            pass
+
+    ledger.append("deployment_started", deployment_id="d1", actor="ops", **accepted.started_record())
+    Deployment(
+        id="d1",
+        actor="ops",
+        request=accepted,
+        config=config,
+        ledger=ledger,
+        executor=cast(Executor, PullRemovesTheSource()),
+    ).run()
+
+    assert performed == ["pull"]
+    assert docker.touched() == [] and docker.calls == []  # the current container was not even looked at
+    state = ledger.read(lambda s: s.deployment("d1"))
+    assert state is not None and state["state"] == "failed"
+    assert state["error"]["step"] == "stop_remove"
+    assert f"the mount source {data} does not exist" in state["error"]["message"]
+    assert state["error"]["message"].endswith("nothing was stopped")
