@@ -96,8 +96,9 @@ _ROUTES = [
 class FakeGitHub:
     """Serves one repository's settings to one token; remembers every path asked for."""
 
-    def __init__(self, repository: Repository | None = None) -> None:
+    def __init__(self, repository: Repository | None = None, *, owner_repo: str = OWNER_REPO) -> None:
         self.repository = repository or Repository()
+        self.owner_repo = owner_repo
         self.paths: list[str] = []
         fake = self
 
@@ -139,7 +140,7 @@ class FakeGitHub:
             found = pattern.match(path)
             if not found:
                 continue
-            if found.group("repo") != OWNER_REPO:
+            if found.group("repo") != self.owner_repo:
                 return 404, _error("Not Found", 404), {}
             if permission not in self.repository.permissions:
                 message = "Resource not accessible by personal access token"
@@ -150,13 +151,13 @@ class FakeGitHub:
     def _serve(self, path: str, parts: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         repo = self.repository
         env = parts.get("env")
-        if path == f"/repos/{OWNER_REPO}":
+        if path == f"/repos/{self.owner_repo}":
             return (
                 200,
                 {
                     "id": 1296269,
                     "name": "trader",
-                    "full_name": OWNER_REPO,
+                    "full_name": self.owner_repo,
                     "default_branch": repo.default_branch,
                     "private": True,
                 },

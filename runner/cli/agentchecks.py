@@ -114,14 +114,16 @@ def dry_run(answer: Mapping[str, Any], *, tag: str) -> list[Check]:
         checks.append(
             fail(
                 "registry",
-                f"the registry does not give {answer.get('image')} to the server: {registry.get('reason')}",
+                f"the server cannot pull {answer.get('image')}: {registry.get('reason')}",
                 f"push the image tagged {tag} (the runtime image workflow), or fix "
                 "DEPLOY_AGENT_REGISTRY_USERNAME / DEPLOY_AGENT_REGISTRY_PASSWORD on the server",
             )
         )
     may = answer.get("may_deploy")
     if may is True:
-        checks.append(ok("dry run", f"the agent would deploy {answer.get('image')} to {answer.get('environment')}"))
+        checks.append(
+            ok("dry run", f"the agent accepts the plan for {answer.get('environment')}, and this caller may deploy it")
+        )
     elif may is False:
         checks.append(
             fail(

@@ -126,6 +126,8 @@ def _agent(
                 "give --agent URL or set DEPLOY_AGENT_URL",
             )
         ]
+    if preflight.access_pair(environ).level == "FAIL":
+        return [warn("agent", "not asked: the Access token above is incomplete, so no request could pass Access")]
     try:
         client = connect(args.agent, environ)
     except UsageError as e:
