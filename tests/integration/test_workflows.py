@@ -279,6 +279,15 @@ def test_deploy_is_manual_per_environment_and_maps_exactly_the_runtime_variables
     assert any(re.search(r"pip install .*\s\.$", run) for run in runs(deploy))
 
 
+def test_deploy_checks_the_setup_right_before_apply_with_the_same_variables() -> None:
+    deploy = load("deploy.yml")
+    runs_deployplan = [step for step in steps(deploy) if "deployplan" in step.get("run", "")]
+    check, apply = runs_deployplan
+    assert check["run"].strip() == 'deployplan check --env "$DEPLOY_ENVIRONMENT" --tag "$DEPLOY_TAG"'
+    assert "deployplan apply" in apply["run"]
+    assert check["env"] == {k: v for k, v in apply["env"].items() if k != "DEPLOY_CONFIRM"}
+
+
 def test_the_runtime_image_is_built_by_its_script_on_main_and_version_tags() -> None:
     image = load("runtime-image.yml")
     assert image["on"] == {"push": {"branches": ["main"], "tags": ["v[0-9]+.[0-9]+.[0-9]+", "v[0-9]+.[0-9]+.[0-9]+-*"]}}
@@ -440,7 +449,9 @@ def test_the_deploy_workflow_deploys_dev(rig: DeployRig, docker_client: docker.D
     container = docker_client.containers.get(rig.agent.containers["dev"])
     assert container.attrs["State"]["Status"] == "running"
     assert container.attrs["Config"]["Image"] == rig.images.ref("1.0.0")
-    assert run.summary.startswith("## deployplan: dev 1.0.0\n")
+    assert run.summary.startswith("## deployplan check: dev\n")  # the check step's table comes first
+    assert "\n## deployplan: dev 1.0.0\n" in run.summary
+    assert "**FAIL**" not in run.summary
     for row in (
         f"| image | `{rig.images.ref('1.0.0')}` |",
         f"| digest | `{rig.images.digests['1.0.0']}` |",
@@ -455,29 +466,43 @@ def test_the_deploy_workflow_deploys_dev(rig: DeployRig, docker_client: docker.D
 
 
 @pytest.mark.parametrize(
-    ("confirm", "secret_changes", "says"),
+    ("confirm", "secret_changes", "code", "says"),
     [
-        ("", {}, "a prod deploy needs --confirm prod:1.0.1 (given: nothing); nothing was sent"),
-        ("prod:1.0.0", {}, "a prod deploy needs --confirm prod:1.0.1 (given: prod:1.0.0)"),
-        ("prod:1.0.1", {"RUNTIME_API_TOKEN": None}, "required variables not set in the environment: RUNTIME_API_TOKEN"),
+        ("", {}, 2, "a prod deploy needs --confirm prod:1.0.1 (given: nothing); nothing was sent"),
+        ("prod:1.0.0", {}, 2, "a prod deploy needs --confirm prod:1.0.1 (given: prod:1.0.0)"),
+        (
+            "prod:1.0.1",
+            {"RUNTIME_API_TOKEN": None},
+            1,
+            "FAIL  variable RUNTIME_API_TOKEN: required and set to the empty string "
+            "(an empty GitHub secret arrives as an empty string)",
+        ),
     ],
     ids=["no-confirm", "wrong-confirm", "secret-not-set"],
 )
-def test_the_deploy_workflow_refuses_before_contacting_the_agent(
-    rig: DeployRig, docker_client: docker.DockerClient, confirm: str, secret_changes: dict[str, str | None], says: str
+def test_the_deploy_workflow_refuses_before_deploying(
+    rig: DeployRig,
+    docker_client: docker.DockerClient,
+    confirm: str,
+    secret_changes: dict[str, str | None],
+    code: int,
+    says: str,
 ) -> None:
-    before = (rig.agent.audit(), api_requests(rig.agent))
+    """The check step asks the agent (reads and a dry run, which touch nothing and are not audited); then apply
+    refuses before sending, or the check has already stopped the job."""
+    before = rig.agent.audit()
 
     run = rig.run("prod", "1.0.1", confirm, **secret_changes)
 
-    assert run.returncode == 2, run.output
+    assert run.returncode == code, run.output
     assert says in run.output
-    assert (rig.agent.audit(), api_requests(rig.agent)) == before
+    assert rig.agent.audit() == before
     assert not docker_client.containers.list(all=True, filters={"name": rig.agent.containers["prod"]})
     masks = run.masks_first()
     if "RUNTIME_API_TOKEN" not in secret_changes:
         assert f"::add-mask::{SECRET_VALUE}" in masks
-    assert run.summary == ""
+    assert run.summary.startswith("## deployplan check: prod\n")
+    assert "## deployplan: prod" not in run.summary  # no deploy ran
 
 
 def test_the_deploy_workflow_deploys_prod_with_its_confirmation(
