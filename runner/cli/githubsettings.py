@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from runner.cli.githubapi import GitHubApi, GitHubError
-from runner.cli.preflight import Check, fail, ok
+from runner.cli.preflight import Check, fail, ok, warn
 from runner.core.envschema import EnvSchema
 
 ENVIRONMENTS = ("dev", "prod")
@@ -68,6 +68,26 @@ def required_reviewers(environment: dict[str, Any]) -> list[dict[str, Any]]:
     """The reviewers of the environment's required_reviewers protection rule (empty when it has none)."""
     rules = environment.get("protection_rules") or []
     return [r for rule in rules if rule.get("type") == "required_reviewers" for r in rule.get("reviewers") or []]
+
+
+def prod_bypasses(environment: dict[str, Any]) -> list[Check]:
+    """Ways around prod's reviewers that GitHub allows unless told not to: warnings, the deploy model's advice."""
+    where = "Settings > Environments > prod"
+    rules = [r for r in environment.get("protection_rules") or [] if r.get("type") == "required_reviewers"]
+    checks = []
+    if rules and not all(r.get("prevent_self_review") is True for r in rules):
+        checks.append(
+            warn("prod self-review", "whoever starts a prod deploy may approve it", f"{where}: Prevent self-review")
+        )
+    if environment.get("can_admins_bypass") is not False:
+        checks.append(
+            warn(
+                "prod admin bypass",
+                "administrators may deploy to prod without the reviewers",
+                f"{where}: clear 'Allow administrators to bypass configured protection rules'",
+            )
+        )
+    return checks
 
 
 def branch_policy_verdict(env: str, policy: Any, custom: list[dict[str, Any]] | None) -> Check:
@@ -128,6 +148,8 @@ def _environment(api: GitHubApi, env: str, *, secrets: list[str], optional: set[
         )
     else:
         checks.append(ok(f"{env} reviewers", "none (dev deploys without approval)"))
+    if env == "prod":
+        checks += prod_bypasses(found)
     checks.append(_branches(api, env, found.get("deployment_branch_policy")))
     checks += _secrets(api, env, secrets=secrets, optional=optional)
     return checks

@@ -15,7 +15,7 @@ from githubfake import OWNER_REPO, TOKEN, FakeGitHub, Repository
 from runner.cli import agentchecks, preflight
 from runner.cli.client import Credentials
 from runner.cli.errors import UsageError
-from runner.cli.githubsettings import branch_policy_verdict, codeowners_verdict, mapped_secrets
+from runner.cli.githubsettings import branch_policy_verdict, codeowners_verdict, mapped_secrets, prod_bypasses
 from runner.core.envschema import parse_env_schema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -261,6 +261,33 @@ def test_token_audience(token: str, level: str) -> None:
 )
 def test_branch_policy(policy: Any, custom: Any, level: str) -> None:
     assert branch_policy_verdict("prod", policy, custom).level == level
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        (
+            {
+                "protection_rules": [{"type": "required_reviewers", "prevent_self_review": True}],
+                "can_admins_bypass": False,
+            },
+            [],
+        ),
+        (
+            {
+                "protection_rules": [{"type": "required_reviewers", "prevent_self_review": False}],
+                "can_admins_bypass": False,
+            },
+            ["prod self-review"],
+        ),
+        ({"protection_rules": [], "can_admins_bypass": True}, ["prod admin bypass"]),
+        ({"protection_rules": []}, ["prod admin bypass"]),
+    ],
+)
+def test_ways_around_prods_reviewers_are_warned(environment: dict[str, Any], expected: list[str]) -> None:
+    found = prod_bypasses(environment)
+    assert [c.name for c in found] == expected
+    assert {c.level for c in found} <= {"warn"}
 
 
 @pytest.mark.parametrize(
