@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -20,13 +21,22 @@ from agent.state import State
 from runner import __version__
 from runner.core.facts import Observed
 from runner.core.secrets import Masker
-from runner.core.shapes import EnvironmentStatusDict, LastDeploymentDict, StatusDict
+from runner.core.shapes import DiskDict, EnvironmentStatusDict, LastDeploymentDict, StatusDict
 
 AUDIT_PAGE, AUDIT_PAGE_BYTES = 1000, 1024 * 1024
 # A long poll ends well before a tunnel's 100 s response limit.
 MAX_WAIT = 25.0
 # /v1/logs: each line and the whole answer bounded in bytes, whatever the runtime writes.
 LOG_LINE_BYTES, LOG_TOTAL_BYTES = 16 * 1024, 1024 * 1024
+
+
+def state_dir_disk(path: Path) -> DiskDict | None:
+    """Free space on the state directory's filesystem (where the audit log grows), for `deployplan check`; None
+    when it cannot be measured."""
+    try:
+        return {"state_dir_free_bytes": shutil.disk_usage(path).free}
+    except OSError:
+        return None
 
 
 @dataclass
@@ -50,6 +60,7 @@ class Reads:
                 "audit": "broken" if self.ledger.broken else "ok",
                 "audit_problem": self.ledger.broken,
                 "deploy_in_progress": running,
+                "disk": state_dir_disk(self.config.state_dir),
             },
             "environments": {name: environment_entry(observed[name], last[name]) for name in names},
         }

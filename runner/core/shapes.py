@@ -72,12 +72,17 @@ class EnvironmentStatusDict(TypedDict):
     last_deployment: LastDeploymentDict | None
 
 
+class DiskDict(TypedDict):
+    state_dir_free_bytes: int
+
+
 class AgentStatusDict(TypedDict):
     version: str
     docker: Literal["reachable", "unreachable"]
     audit: Literal["ok", "broken"]
     audit_problem: NotRequired[str | None]
     deploy_in_progress: str | None
+    disk: NotRequired[DiskDict | None]
 
 
 class StatusDict(TypedDict):

@@ -99,6 +99,7 @@ def test_a_good_setup(cli: Cli, setup: Setup) -> None:
         "ok    variable RUNTIME_API_TOKEN: set (secret), passes its rule",
     ):
         assert line in out
+    assert " GiB free on the agent's state directory" in out  # reported by /v1/status
     assert RUNTIME_SECRET not in out
     assert setup.agent.audit() == [] or all(r["event"] != "deployment_started" for r in setup.agent.audit())
 
