@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import lab
 from accesskeys import Issuer, Jwks, Key, _QuietServer
 
 OWNER, REPO = "acme", "trader"
@@ -125,7 +126,7 @@ class TokenRequests:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", lab.free_port()), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 

@@ -14,6 +14,7 @@ import pytest
 from accessedge import AccessEdge
 from accesskeys import TEAM, Issuer, Jwks, Key
 from githubfake import TOKEN, FakeGitHub, Repository
+from githuboidc import AUDIENCE, TokenRequests, agent_settings, github_issuer, job_token
 from realparts import Agent, Cli, Images, agent_factory
 
 GOOD = f"{secrets.token_hex(16)}.access"  # listed in DEPLOY_AGENT_DEPLOYERS_DEV
@@ -43,6 +44,28 @@ class Setup:
         return {k: v for k, v in values.items() if v is not None}
 
 
+def _workspace(base: Path, images: Images) -> tuple[Path, str]:
+    """The repository's plan, table and workflow, the plan's image moved to the lab's repository
+    <registry>/<prefix>/runtime (so {{ repository }} is <prefix>/runtime)."""
+    workspace = base / "ws"
+    registry, repository = images.repository.split("/", 1)
+    for source in ("plans/runtime.yaml", "infra/ENV_SCHEMA.md", ".github/workflows/deploy.yml"):
+        target = workspace / source
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = (Path(__file__).resolve().parents[2] / source).read_text()
+        target.write_text(text.replace("ghcr.io/{{ repository }}/runtime:", f"{registry}/{{{{ repository }}}}:"))
+    return workspace, repository
+
+
+def _access(jwks: Jwks, aud: str) -> dict[str, str]:
+    return {
+        "DEPLOY_AGENT_AUTH": "cloudflare-access",
+        "DEPLOY_AGENT_ACCESS_TEAM_DOMAIN": TEAM,
+        "DEPLOY_AGENT_ACCESS_AUD": aud,
+        "DEPLOY_AGENT_ACCESS_CERTS_URL": jwks.url,
+    }
+
+
 @pytest.fixture(scope="module")
 def setup(
     cli: Cli, images: Images, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
@@ -52,20 +75,9 @@ def setup(
     jwks = Jwks()
     jwks.serve(key)
     base = tmp_path_factory.mktemp("check")
-    workspace = base / "ws"
-    workspace.mkdir()
-    # The plan's image is the lab's repository <registry>/<prefix>/runtime: {{ repository }} is <prefix>/runtime.
-    registry, repository = images.repository.split("/", 1)
-    for source in ("plans/runtime.yaml", "infra/ENV_SCHEMA.md", ".github/workflows/deploy.yml"):
-        target = workspace / source
-        target.parent.mkdir(parents=True, exist_ok=True)
-        text = (Path(__file__).resolve().parents[2] / source).read_text()
-        target.write_text(text.replace("ghcr.io/{{ repository }}/runtime:", f"{registry}/{{{{ repository }}}}:"))
+    workspace, repository = _workspace(base, images)
     extra = {
-        "DEPLOY_AGENT_AUTH": "cloudflare-access",
-        "DEPLOY_AGENT_ACCESS_TEAM_DOMAIN": TEAM,
-        "DEPLOY_AGENT_ACCESS_AUD": aud,
-        "DEPLOY_AGENT_ACCESS_CERTS_URL": jwks.url,
+        **_access(jwks, aud),
         "DEPLOY_AGENT_DEPLOYERS_DEV": f"{GOOD},{TYPO[:-1]}x",
         "DEPLOY_AGENT_DEPLOYERS_PROD": GOOD,
     }
@@ -153,3 +165,63 @@ def test_a_github_setup_without_a_prod_reviewer(cli: Cli, setup: Setup) -> None:
     assert code == 1, out
     assert "FAIL  prod reviewers: prod has no required reviewer: any deploy job runs at once" in out
     assert TOKEN not in out
+
+
+# -- an agent that requires the deploy job's GitHub OIDC token, and a job in GitHub Actions
+
+
+@pytest.fixture(scope="module")
+def oidc_setup(
+    cli: Cli, images: Images, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Setup, TokenRequests]]:
+    key, aud = Key.new(), secrets.token_hex(32)
+    jwks = Jwks()
+    jwks.serve(key)  # one local issuer: Access's keys and GitHub's
+    tokens = TokenRequests(mint=job_token(github_issuer(jwks), key))
+    base = tmp_path_factory.mktemp("check-oidc")
+    workspace, repository = _workspace(base, images)
+    extra = {**_access(jwks, aud), **agent_settings(jwks), "DEPLOY_AGENT_DEPLOYERS_DEV": GOOD}
+    extra["DEPLOY_AGENT_DEPLOYERS_PROD"] = GOOD
+    with agent_factory(cli, images, docker_client, base) as start:
+        agent = start(extra_env=extra)
+        edge = AccessEdge(agent.url, key=key, issuer=Issuer(aud=aud), tokens=SECRETS)
+        try:
+            yield Setup(agent=agent, edge=edge, workspace=workspace, repository=repository), tokens
+        finally:
+            edge.close()
+            tokens.close()
+            jwks.close()
+
+
+def in_actions(setup: Setup, tokens: TokenRequests, summary: Path, **changes: str | None) -> dict[str, str]:
+    env = {**setup.env(**changes), "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+    return {**env, **tokens.environ()}
+
+
+def test_in_the_deploy_job_with_oidc(cli: Cli, oidc_setup: tuple[Setup, TokenRequests], tmp_path: Path) -> None:
+    setup, tokens = oidc_setup
+    summary = tmp_path / "summary.md"
+    env = in_actions(setup, tokens, summary, DEPLOY_OIDC_AUDIENCE=AUDIENCE)
+    asked = len(tokens.asked)
+    code, out = check(cli, setup, "--env", "dev", "--tag", "1.0.1", env=env)
+    assert code == 0, out
+    assert f"ok    oidc token: GitHub gives this job a token for '{AUDIENCE}' (not sent anywhere)" in out
+    assert [a["audience"] for a in tokens.asked[asked:]] == [AUDIENCE]
+    assert f"::add-mask::{RUNTIME_SECRET}" in out and out.count(RUNTIME_SECRET) == 1
+    assert "::error::" not in out
+    text = summary.read_text()
+    assert text.startswith("## deployplan check: dev\n")
+    assert "| ok | oidc token | GitHub gives this job a token for" in text
+    assert not [r for r in setup.agent.audit() if r["event"].startswith("deploy")]  # nothing was deployed
+
+
+def test_in_the_deploy_job_without_the_audience(
+    cli: Cli, oidc_setup: tuple[Setup, TokenRequests], tmp_path: Path
+) -> None:
+    setup, tokens = oidc_setup
+    summary = tmp_path / "summary.md"
+    code, out = check(cli, setup, "--env", "dev", env=in_actions(setup, tokens, summary))
+    assert code == 1, out
+    assert "FAIL  oidc: the agent requires a GitHub OIDC token on every deploy, and DEPLOY_OIDC_AUDIENCE" in out
+    assert "::error::check oidc: the agent requires a GitHub OIDC token" in out
+    assert "| **FAIL** | oidc | the agent requires a GitHub OIDC token" in summary.read_text()
