@@ -68,15 +68,7 @@ def _local(
     args: argparse.Namespace, environ: Mapping[str, str], *, schema: EnvSchema | None, repository: str | None
 ) -> tuple[list[Check], Plan | None]:
     """The plan lints and renders for ENV, the table parses, every variable is set as it says."""
-    checks = []
-    try:
-        problems = lint([args.plan], env_schema=args.env_schema, workflow=WORKFLOW_PATH, repository=repository)
-    except UsageError as e:
-        problems, checks = [], [fail("lint", str(e), "run check from the repository's root, or give --plan")]
-    for problem in problems:
-        checks.append(fail("lint", problem.format(), "fix that line (deployplan lint shows the same)"))
-    if not problems and not checks:
-        checks.append(ok("lint", f"{args.plan}, {args.env_schema} and {WORKFLOW_PATH} lint clean"))
+    checks = _lint(args, repository=repository)
     plan = None
     try:
         tag = args.tag or SAMPLE_TAG
@@ -86,13 +78,31 @@ def _local(
     except InvalidInput as e:
         first = e.problems[0].format() if e.problems else "invalid"
         checks.append(fail("render", f"{args.plan} does not render for {args.env}: {first}", _render_fix(first)))
-    if schema is None:
-        checks.append(fail("env schema", f"{args.env_schema} does not parse (see lint)", "fix the table"))
-    else:
-        checks.append(ok("env schema", f"{args.env_schema} parses: {len(schema.variables)} variables"))
-        checks += preflight.variables(schema, environ, env=args.env, rule=_rule)
+    checks += _variables(args, environ, schema=schema)
     checks.append(preflight.access_pair(environ))
     return checks, plan
+
+
+def _lint(args: argparse.Namespace, *, repository: str | None) -> list[Check]:
+    try:
+        problems = lint([args.plan], env_schema=args.env_schema, workflow=WORKFLOW_PATH, repository=repository)
+    except UsageError as e:
+        return [fail("lint", str(e), "run check from the repository's root, or give --plan")]
+    if not problems:
+        return [ok("lint", f"{args.plan}, {args.env_schema} and {WORKFLOW_PATH} lint clean")]
+    return [fail("lint", p.format(), "fix that line (deployplan lint shows the same)") for p in problems]
+
+
+def _variables(args: argparse.Namespace, environ: Mapping[str, str], *, schema: EnvSchema | None) -> list[Check]:
+    if schema is not None:
+        parsed = ok("env schema", f"{args.env_schema} parses: {len(schema.variables)} variables")
+        return [parsed, *preflight.variables(schema, environ, env=args.env, rule=_rule)]
+    try:
+        load_env_schema(args.env_schema)
+        reason = "unreadable"
+    except InvalidInput as e:
+        reason = e.problems[0].format() if e.problems else "invalid"
+    return [fail("env schema", f"{args.env_schema} does not parse: {reason}", "fix the table")]
 
 
 def _render_fix(message: str) -> str:
