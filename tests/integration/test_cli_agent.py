@@ -357,11 +357,43 @@ def test_invalid_input_exits_2_and_sends_nothing(
     message: str,
 ) -> None:
     before = snapshot(shared)
-    variables = {k: v for k, v in operator_env(shared).items() if k not in unset}
+    runtime = PROD_ENV if env == "prod" else RUNTIME_ENV
+    variables = {k: v for k, v in operator_env(shared, runtime).items() if k not in unset}
     result = cli.run(*apply_args(shared, env, tag, *extra, plan=plan), cwd=ws, env=variables)
 
     assert_plain_error(result, 2, message)
     assert result.stdout == ""
+    assert snapshot(shared) == before
+
+
+@pytest.mark.parametrize(
+    ("env", "override", "message"),
+    [
+        pytest.param(
+            "dev",
+            {"RUNTIME_ENV": "prod"},
+            "infra/ENV_SCHEMA.md:15:30: RUNTIME_ENV: the value 'prod' breaks the rule 'environment': must be 'dev'",
+            id="value-for-another-environment",
+        ),
+        pytest.param(
+            "prod",
+            {"RUNTIME_API_TOKEN": "too-short"},
+            "RUNTIME_API_TOKEN: the value (secret, not shown) breaks the rule 'at least 16 characters'",
+            id="token-the-runtime-rejects",
+        ),
+    ],
+)
+def test_a_value_the_runtime_would_reject_stops_the_deploy_before_the_stop(
+    cli: Cli, ws: Path, shared: Agent, env: str, override: dict[str, str], message: str
+) -> None:
+    """Issue 18: these values passed every check and failed only after the old container was stopped."""
+    before = snapshot(shared)
+    variables = operator_env(shared, PROD_ENV if env == "prod" else RUNTIME_ENV, **override)
+    confirm = ["--confirm", "prod:1.0.1"] if env == "prod" else []
+    result = cli.run(*apply_args(shared, env, "1.0.1", *confirm), cwd=ws, env=variables)
+
+    assert_plain_error(result, 2, message)
+    assert "too-short" not in result.stdout + result.stderr
     assert snapshot(shared) == before
 
 
