@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+import lab
 from accesskeys import HEADER
 
 # -- Cloudflare Access: a reverse proxy that signs each request for a person
@@ -83,7 +84,7 @@ class AccessProxy:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", lab.free_port()), Handler)
         self.thread_name = f"access-proxy-{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name=self.thread_name, daemon=True)
         self._thread.start()

@@ -262,7 +262,7 @@ def test_prune_during_a_deploy_is_409(agent: Agent, images: Images) -> None:
 def silent_registry() -> Iterator[int]:
     """A TCP port that accepts connections and never answers (a hung registry)."""
     server = socket.socket()
-    server.bind(("127.0.0.1", 0))
+    server.bind(("127.0.0.1", lab.free_port()))
     server.listen(50)
     held: list[socket.socket] = []
     stop = threading.Event()
