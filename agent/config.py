@@ -310,9 +310,9 @@ def _github_oidc(
     allowed = tuple(r.strip() for r in refs.split(",") if r.strip())
     wrong = [r for r in allowed if not _REF.fullmatch(r)]
     if wrong or (refs and not allowed):
+        found = f"{', '.join(map(repr, wrong))} is not a full ref" if wrong else "names no ref"
         problems.append(
-            f"DEPLOY_AGENT_GITHUB_REFS={refs!r}: {', '.join(map(repr, wrong)) or 'no ref'} is not a full ref; list "
-            "full refs, comma-separated, e.g. refs/heads/main"
+            f"DEPLOY_AGENT_GITHUB_REFS={refs!r} {found}: list full refs, comma-separated, e.g. refs/heads/main"
         )
     if len(problems) > before:
         return "required", None

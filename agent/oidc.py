@@ -24,7 +24,8 @@ from agent.logs import log
 from runner.core.text import shorten
 
 LEEWAY = 60
-MAX_TOKEN_CHARS = 16 * 1024
+# GitHub's tokens are about 1.5 KiB; gunicorn refuses a header field over 8190 bytes before it gets here.
+MAX_TOKEN_CHARS = 8000
 EVENT = "workflow_dispatch"
 # The claims a refusal's audit record and a deployment's record keep (never the token): the ones checked, and
 # the ones that say which run it was.

@@ -69,7 +69,8 @@ def summary_markdown(
 
     started = deployment.get("origin") or {}
     head = deployment.get("audit_head") or {}
-    on_behalf = f" for {code(started['actor'])}" if started.get("actor") else ""
+    trust = " (verified by its GitHub OIDC token)" if started.get("verified") is True else " (claimed)"
+    on_behalf = f" for {code(started['actor'])}{trust}" if started.get("actor") else ""
     head_text = code(f"{head.get('seq')}:{head.get('hash')}") if head else "-"
     rows = [
         "| | |",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -117,7 +118,7 @@ def history_table(deployments: list[DeploymentDict]) -> list[str]:
     for d in deployments:
         error = d.get("error")
         failure = f"{error.get('step')}: {error.get('message')}" if error else ""
-        who = (d.get("origin") or {}).get("actor") or d.get("actor") or "-"
+        who = who_deployed(d)
         started = (d.get("created_at") or "-").replace("T", " ")[:19]
         took = duration({"started_at": d.get("created_at"), "finished_at": d.get("finished_at")})
         cells = (d.get("id"), d.get("environment"), d.get("tag"), d.get("state"), who, started, took, failure)
@@ -125,3 +126,19 @@ def history_table(deployments: list[DeploymentDict]) -> list[str]:
     if len(rows) == 1:
         return ["no deployments yet"]
     return _columns(rows)
+
+
+_RUN = re.compile(r"/actions/runs/([0-9]+)(?:/attempts/([0-9]+))?$")
+
+
+def who_deployed(d: Mapping[str, Any]) -> str:
+    """The origin's actor, marked as GitHub-verified (with its run and attempt) or only claimed; else the
+    authenticated actor."""
+    origin = d.get("origin") or {}
+    actor = origin.get("actor")
+    if not actor:
+        return str(d.get("actor") or "-")
+    if origin.get("verified") is not True:
+        return f"{actor} (claimed)"
+    run = _RUN.search(str(origin.get("run_url") or ""))
+    return f"{actor} (verified, run {run[1]}/{run[2] or 1})" if run else f"{actor} (verified)"

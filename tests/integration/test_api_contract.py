@@ -58,6 +58,7 @@ SPEC_ENDPOINTS = {
     ("get", "/v1/logs/{env}"),
     ("post", "/v1/prune"),
     ("get", "/v1/metrics"),
+    ("get", "/v1/whoami"),
     ("get", "/healthz"),
 }
 SPEC_ERRORS = {

@@ -526,7 +526,7 @@ def test_github_mode_masks_first_groups_each_step_and_writes_the_summary(
         "| environment | `prod` |",
         "| tag | `1.0.0` |",
         f"| digest | `{cli_images.digests['1.0.0']}` |",
-        "| actor | `token` for `octocat` |",
+        "| actor | `token` for `octocat` (claimed) |",
         f"| deployment id | `{deployment_id(result.stdout)}` |",
         "| result | **succeeded** |",
         "| verified through /v1/status | yes |",
@@ -546,6 +546,7 @@ def test_github_mode_masks_first_groups_each_step_and_writes_the_summary(
         "sha": GITHUB_RUN["GITHUB_SHA"],
         "ref": "refs/heads/main",
         "workflow": "Deploy",
+        "verified": False,  # the workflow's own account: this agent runs with DEPLOY_AGENT_GITHUB_OIDC=off
     }
     started = [
         r for r in shared.audit() if r["event"] == "deployment_started" and r["deployment_id"] == deployment["id"]

@@ -288,7 +288,7 @@ def test_the_failed_deployment_shows_its_steps_the_error_and_the_runtimes_words(
         assert name in text
     for number, action in enumerate(("pull", "stop_remove", "start", "verify"), start=1):
         assert f"{number}. {action}" in text
-    assert f"{PERSON_ACTOR} via {DEPLOYER}" in text
+    assert f"{PERSON_ACTOR} claimed via {DEPLOYER}" in text  # the origin is the caller's claim here
     for line in REFUSAL:
         assert line in text
     assert sum(1 for tag, _ in dom.elements if tag == "svg") == 4  # a bar per step

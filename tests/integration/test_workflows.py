@@ -213,7 +213,8 @@ def test_least_privilege_and_no_moving_tags(name: str) -> None:
         assert job["runs-on"] == "ubuntu-latest"
         granted = job.get("permissions", {})
         writes = {scope for scope, level in granted.items() if level == "write"}
-        expected = {"packages"} if name == "runtime-image.yml" else set()
+        # The deploy job alone may ask GitHub for its OIDC token (the agent checks it with `required`).
+        expected = {"runtime-image.yml": {"packages"}, "deploy.yml": {"id-token"}}.get(name, set())
         assert writes == expected, f"{name}: job {job_name} may write {writes}"
     for step in steps(workflow):
         if step.get("uses", "").startswith("actions/checkout@"):
@@ -259,7 +260,7 @@ def test_deploy_is_manual_per_environment_and_maps_exactly_the_runtime_variables
     assert (inputs["confirm"]["type"], inputs["confirm"]["required"]) == ("string", False)
     assert deploy["permissions"] == {"contents": "read"}
     (job,) = deploy["jobs"].values()
-    assert "permissions" not in job
+    assert job["permissions"] == {"contents": "read", "id-token": "write"}
     assert job["environment"] == "${{ inputs.environment }}"
     assert "${{ inputs.environment }}" in job["concurrency"]["group"]
     assert job["concurrency"]["cancel-in-progress"] is False
@@ -273,6 +274,8 @@ def test_deploy_is_manual_per_environment_and_maps_exactly_the_runtime_variables
             name: f"${{{{ secrets.{name} }}}}"
             for name in ("DEPLOY_AGENT_URL", "CF_ACCESS_CLIENT_ID", "CF_ACCESS_CLIENT_SECRET")
         },
+        # Not a secret: the audience the agent expects, a repository variable.
+        "DEPLOY_OIDC_AUDIENCE": "${{ vars.DEPLOY_OIDC_AUDIENCE }}",
         **{name: f"${{{{ secrets.{name} }}}}" for name in ENV_SCHEMA.names()},
     }
     assert env == expected

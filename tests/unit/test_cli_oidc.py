@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from accesskeys import Jwks, Key
-from conftest import RUNTIME_ENV, Api, InProcessCli
+from agent.auditlog import AuditLog
+from conftest import RUNTIME_ENV, Api, InProcessCli, record_deployment
 from fakedocker import FakeDocker
 from githuboidc import AUDIENCE, GithubIssuer, TokenRequests, agent_settings, github_issuer, job_token
 
@@ -116,3 +117,44 @@ def test_no_token_from_github_exits_3_and_sends_nothing(
     assert f"ACTIONS_ID_TOKEN_REQUEST_URL (GitHub's OIDC token service) answered HTTP {code}" in result.stderr
     assert "nothing was sent to the agent" in result.stderr
     assert api.audit() == [] and "not-the-request-token" not in result.stderr
+
+
+# -- where a deploy came from: verified or claimed, in history and on the page
+
+VERIFIED = {
+    "run_url": "https://github.com/acme/trader/actions/runs/4242/attempts/2",
+    "actor": "octocat",
+    "repository": "acme/trader",
+    "sha": "c0ffee" + "0" * 34,
+    "ref": "refs/heads/main",
+    "workflow": "acme/trader/.github/workflows/deploy.yml@refs/heads/main",
+    "verified": True,
+}
+
+
+@pytest.fixture
+def origins(make_api: Callable[..., Api]) -> Api:
+    api = make_api()
+    log = AuditLog(api.state_dir / "audit.jsonl")
+    record_deployment(log, "v1", "dev", "1.0.0", "succeeded", origin=VERIFIED)
+    record_deployment(log, "c1", "dev", "1.0.1", "succeeded", origin={"actor": "mallory", "verified": False})
+    record_deployment(log, "o1", "dev", "1.0.2", "succeeded", origin={"actor": "old-record"})  # before `verified`
+    return api
+
+
+def test_history_marks_a_verified_origin_with_its_run_and_a_claimed_one_as_claimed(
+    cli: InProcessCli, tmp_path: Path, origins: Api, serve: Callable[[Api], str]
+) -> None:
+    result = cli.run("history", cwd=tmp_path, env=environ(serve(origins)))
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert "octocat (verified, run 4242/2)" in rows["v1"]
+    assert "mallory (claimed)" in rows["c1"] and "old-record (claimed)" in rows["o1"]
+
+
+def test_the_page_shows_which_origin_is_verified(origins: Api) -> None:
+    index = origins.get("/").get_data(as_text=True)
+    assert index.count('class="badge verified"') == 1 and index.count('class="badge claimed"') == 2
+    one = origins.get("/deployments/v1").get_data(as_text=True)
+    assert 'class="badge verified"' in one and VERIFIED["workflow"] in one
+    assert 'class="badge claimed"' in origins.get("/deployments/c1").get_data(as_text=True)

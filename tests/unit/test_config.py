@@ -141,6 +141,33 @@ def test_every_problem_is_named_at_once() -> None:
         assert f"DEPLOY_AGENT_{name} is not set" in message
 
 
+# -- DEPLOY_AGENT_GITHUB_OIDC: `required` or `off`, written out; `required` needs what the token must say
+
+GITHUB = {
+    **GOOD,
+    "DEPLOY_AGENT_GITHUB_OIDC": "required",
+    "DEPLOY_AGENT_GITHUB_ISSUER": "https://token.actions.githubusercontent.com",
+    "DEPLOY_AGENT_GITHUB_AUDIENCE": "https://deploy.example.com",
+    "DEPLOY_AGENT_GITHUB_REPOSITORY": "acme/trader",
+    "DEPLOY_AGENT_GITHUB_REPOSITORY_ID": "123456789",
+    "DEPLOY_AGENT_GITHUB_WORKFLOW": ".github/workflows/deploy.yml",
+    "DEPLOY_AGENT_GITHUB_REFS": "refs/heads/main, refs/tags/v1.0.0",
+}
+
+
+def test_github_oidc_required_names_what_the_token_must_say() -> None:
+    config = load_config(GITHUB)
+    assert config.github_oidc == "required" and config.github is not None
+    assert config.github.refs == ("refs/heads/main", "refs/tags/v1.0.0")
+    assert (config.github.repository, config.github.repository_id) == ("acme/trader", "123456789")
+    assert load_config({**GITHUB, "DEPLOY_AGENT_GITHUB_ISSUER": "http://127.0.0.1:8123"}).github is not None
+
+
+def test_github_oidc_off_reads_nothing_more() -> None:
+    config = load_config({**GOOD, "DEPLOY_AGENT_GITHUB_ISSUER": "not looked at"})
+    assert (config.github_oidc, config.github) == ("off", None)
+
+
 # -- strict configuration: unknown names, placeholders, mount sources
 
 
@@ -258,3 +285,26 @@ def test_the_shipped_example_names_only_its_placeholders_and_volumes(tmp_path: P
         "DEPLOY_AGENT_VOLUMES_PROD": f"{prod}:/var/lib/runtime:rw",
     }
     assert load_config(filled).auth == "cloudflare-access"
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"DEPLOY_AGENT_GITHUB_OIDC": ""}, "DEPLOY_AGENT_GITHUB_OIDC is not set"),
+        ({"DEPLOY_AGENT_GITHUB_OIDC": "on"}, "DEPLOY_AGENT_GITHUB_OIDC='on' must be 'required'"),
+        ({"DEPLOY_AGENT_GITHUB_ISSUER": ""}, "DEPLOY_AGENT_GITHUB_ISSUER is not set"),
+        ({"DEPLOY_AGENT_GITHUB_ISSUER": "http://token.example.com"}, "http:// only on 127.0.0.1"),
+        ({"DEPLOY_AGENT_GITHUB_AUDIENCE": ""}, "DEPLOY_AGENT_GITHUB_AUDIENCE is not set"),
+        ({"DEPLOY_AGENT_GITHUB_REPOSITORY": "trader"}, "must be OWNER/REPO"),
+        ({"DEPLOY_AGENT_GITHUB_REPOSITORY_ID": "acme/trader"}, "gh api repos/OWNER/REPO --jq .id"),
+        ({"DEPLOY_AGENT_GITHUB_REPOSITORY_ID": ""}, "DEPLOY_AGENT_GITHUB_REPOSITORY_ID is not set"),
+        ({"DEPLOY_AGENT_GITHUB_WORKFLOW": "deploy.yml"}, "e.g. .github/workflows/deploy.yml"),
+        ({"DEPLOY_AGENT_GITHUB_REFS": "main"}, "'main' is not a full ref"),
+        ({"DEPLOY_AGENT_GITHUB_REFS": " , "}, "names no ref"),
+        ({"DEPLOY_AGENT_GITHUB_REFS": ""}, "DEPLOY_AGENT_GITHUB_REFS is not set"),
+    ],
+)
+def test_bad_github_oidc_settings_name_the_variable(change: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config({**GITHUB, **change})
+    assert fragment in str(raised.value)

