@@ -114,7 +114,7 @@ def dry_run(answer: Mapping[str, Any], *, tag: str) -> list[Check]:
         checks.append(
             fail(
                 "registry",
-                f"the server cannot pull {answer.get('image')}: {registry.get('reason')}",
+                f"the server cannot pull tag {tag}: {registry.get('reason') or 'the agent gives no reason'}",
                 f"push the image tagged {tag} (the runtime image workflow), or fix "
                 "DEPLOY_AGENT_REGISTRY_USERNAME / DEPLOY_AGENT_REGISTRY_PASSWORD on the server",
             )
