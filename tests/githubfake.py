@@ -80,6 +80,7 @@ class Repository:
     )
     codeowners: str | None = CODEOWNERS
     permissions: set[str] = field(default_factory=lambda: set(ALL_PERMISSIONS))
+    moved_to: str | None = None  # a renamed repository: GitHub answers 301 with the new location
 
 
 # (pattern, the fine-grained permission GitHub documents for it)
@@ -136,6 +137,9 @@ class FakeGitHub:
         if authorization != f"Bearer {TOKEN}":
             return 401, _error("Bad credentials", 401), {}
         path, _, _ = raw_path.partition("?")
+        if self.repository.moved_to is not None:
+            moved = {"message": "Moved Permanently", "url": self.repository.moved_to}
+            return 301, moved, {"Location": self.repository.moved_to}
         for pattern, permission in _ROUTES:
             found = pattern.match(path)
             if not found:

@@ -478,3 +478,16 @@ def test_each_variable_passes_its_rule(
     assert "short-secret" not in result.stdout
     others = [c for n, c in checks.items() if n.startswith("variable ") and n != name]
     assert all(c["level"] == "ok" for c in others), others
+
+
+def test_a_redirect_is_reported_and_the_token_never_follows_it(cli: Cli, workspace: Path, github: FakeGitHub) -> None:
+    elsewhere = FakeGitHub(Repository())
+    try:
+        github.repository.moved_to = f"{elsewhere.url}/repositories/1296269"
+        result = cli.run("check", "--env", "dev", "--github", "--json", cwd=workspace, env=_github_env(github))
+    finally:
+        elsewhere.close()
+    line = _github_lines(result)["github"]
+    assert line["level"] == "FAIL"
+    assert "redirect to " in line["reason"] and "a renamed repository? use its new name" in line["reason"]
+    assert elsewhere.paths == []  # the token went to GITHUB_API_URL only
