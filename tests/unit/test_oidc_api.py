@@ -5,6 +5,7 @@ touched, a `jti` accepted once (across restarts too), `origin` verified or claim
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,19 @@ def test_an_accepted_token_passes_to_the_next_check(
 def finished(api: Api, answer: Any) -> dict[str, Any]:
     """The accepted deployment once it ended (the recording Docker cannot pull: it fails in pull at once)."""
     assert answer.status_code == 202, answer.get_json()
-    found: dict[str, Any] = api.get(f"/v1/deployments/{answer.get_json()['deployment_id']}?wait=10").get_json()
+    path = f"/v1/deployments/{answer.get_json()['deployment_id']}"
+    found: dict[str, Any] = api.get(path).get_json()
+    # A long poll answers at the deployment's next record, which may be a step's start: wait again until it ends.
+    for _ in range(20):
+        if found["state"] != "running":
+            break
+        found = api.get(f"{path}?wait=1&after={found['audit_head']['seq']}").get_json()
     assert found["state"] != "running"
+    # The worker thread releases the deploy lock a moment after it records the end: wait for it, or the next
+    # deploy of the test meets 409 instead of what it checks.
+    for thread in threading.enumerate():
+        if thread.name == f"deploy-{found['id']}":
+            thread.join(timeout=10)
     return found
 
 
