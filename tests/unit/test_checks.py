@@ -103,3 +103,31 @@ def test_without_docker_its_checks_fail_or_warn_never_ok(tmp_path: Path) -> None
 def test_a_result_line_reads_status_what_and_why() -> None:
     assert str(Line("warn", "DEPLOY_AGENT_BIND", "not loopback")) == "warn  DEPLOY_AGENT_BIND: not loopback"
     assert str(Line("FAIL", "Docker Engine", "gone")) == "FAIL  Docker Engine: gone"
+
+
+def test_the_teams_access_keys_are_fetched_once_and_named(tmp_path: Path) -> None:
+    from accesskeys import TEAM, Jwks, Key
+    from agent.checks import access_keys
+
+    key, served = Key.new(), Jwks()
+    served.serve(key)
+    try:
+        access = {
+            "DEPLOY_AGENT_AUTH": "cloudflare-access",
+            "DEPLOY_AGENT_TOKEN": "",
+            "DEPLOY_AGENT_ACCESS_TEAM_DOMAIN": TEAM,
+            "DEPLOY_AGENT_ACCESS_AUD": "a" * 64,
+            "DEPLOY_AGENT_ACCESS_CERTS_URL": served.url,
+            "DEPLOY_AGENT_DEPLOYERS_DEV": "ci-dev.access",
+            "DEPLOY_AGENT_DEPLOYERS_PROD": "ci-prod.access",
+        }
+        environ = {k: v for k, v in good(tmp_path, **access).items() if v}
+        [fetched] = lines(environ, access_keys)
+        served.status = 404
+        [failed] = lines(environ, access_keys)
+    finally:
+        served.close()
+    assert (fetched.status, fetched.reason) == ("ok", f"1 RS256 key(s) at {served.url}")
+    assert failed.status == "FAIL"
+    assert failed.reason.startswith(f"{served.url} answered HTTP 404: every authenticated request would answer 503")
+    assert lines(good(tmp_path), access_keys) == []  # token auth: no keys to fetch
