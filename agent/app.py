@@ -26,7 +26,10 @@ def create_app(
     `docker_connect` makes the Docker client; tests of the HTTP contract pass a recording one.
     """
     setup_logging()
-    config = config or load_config(os.environ if environ is None else environ)
+    # The mount sources are checked when the agent starts (`deploy-agent`) and before each deploy, not at each
+    # worker's boot: a worker that boots (or is respawned) after a source went missing must not bring the whole
+    # agent down (gunicorn stops when a worker fails to boot); deploys answer 503 server_not_ready instead.
+    config = config or load_config(os.environ if environ is None else environ, check_sources=False)
     app = Flask("deploy_agent", static_folder=None)  # the page blueprint serves its own stylesheet
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]

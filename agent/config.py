@@ -96,10 +96,10 @@ class Config:
         )
 
 
-def load_config(environ: Mapping[str, str]) -> Config:
+def load_config(environ: Mapping[str, str], *, check_sources: bool = True) -> Config:
     """Build the Config from the environment, or raise ConfigError naming every missing or invalid variable, every
     `DEPLOY_AGENT_*` name the agent does not know, every placeholder left from the example and every mount source
-    that is not there."""
+    that is not there (`check_sources=False`: all but the last, which `deploy-agent check` reports on its own)."""
     problems: list[str] = []
 
     def need(name: str) -> str:
@@ -116,6 +116,9 @@ def load_config(environ: Mapping[str, str]) -> Config:
         problems.append(f"DEPLOY_AGENT_STATE_DIR={state_dir!r} must be an absolute path")
     protected = protected_paths(state_dir, environ)
     environments = _environments(need("DEPLOY_AGENT_ENVIRONMENTS"), environ, problems, protected)
+    if check_sources:
+        for served in environments.values():
+            problems += missing_sources(f"DEPLOY_AGENT_VOLUMES_{served.name.upper()}", served.volumes)
     repository = need("DEPLOY_AGENT_IMAGE_REPOSITORY")
     if repository and not _IMAGE_REPOSITORY.fullmatch(repository):
         problems.append(
@@ -249,7 +252,6 @@ def _environments(
         elif not _CONTAINER_NAME.fullmatch(container):
             problems.append(f"{container_var}={container!r} is not a valid container name")
         volumes = parse_volumes(volumes_var, environ.get(volumes_var, "").strip(), problems, protected)
-        problems += missing_sources(volumes_var, volumes)
         served[name] = Environment(name=name, container=container, volumes=volumes)
     containers = [e.container for e in served.values() if e.container]
     if len(set(containers)) != len(containers):

@@ -204,3 +204,9 @@ def _parse_jwks(body: bytes) -> dict[str, jwt.PyJWK]:
     if not keys:
         raise ValueError("the JWKS holds no RS256 signing key")
     return keys
+
+
+def fetch_key_ids(url: str, *, timeout: float = 5.0) -> list[str]:
+    """The key ids of the RS256 signing keys the JWKS at `url` serves now, fetched once and kept nowhere (for
+    `deploy-agent check`); raises OSError (unreachable, an HTTP error) or ValueError (no usable key)."""
+    return sorted(_parse_jwks(JwksCache(url, timeout=timeout)._download()))

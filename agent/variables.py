@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from runner.core.text import quoted
+
 PREFIX = "DEPLOY_AGENT_"
 PER_ENVIRONMENT = "<ENV>"
 
@@ -94,7 +96,7 @@ def strict_problems(environ: Mapping[str, str], *, served: Iterable[str], all_en
             hint = f"did you mean {close}?" if close else "the agent's variables are listed in docs/agent.md"
             problems.append(f"{name} is not a variable of the deploy agent: {hint} (a misspelled name is never read)")
         elif _PLACEHOLDER.search(environ[name]):
-            shown = "" if is_secret(name) else f"={environ[name]!r}"
+            shown = "" if is_secret(name) else f"={quoted(environ[name])}"
             problems.append(
                 f"{name}{shown} still holds a placeholder of the example (replace-with-..., <...>): put the real "
                 "value in its place"

@@ -168,6 +168,28 @@ def test_a_dry_run_with_a_service_token(access: Setup, images: Images, docker_cl
     assert _containers(docker_client) == before
 
 
+def test_the_dry_run_says_whether_this_caller_may_deploy(access: Setup, images: Images) -> None:
+    """A caller not in DEPLOY_AGENT_DEPLOYERS_<ENV> learns it from the dry run, before a workflow run is approved."""
+    issuer, before = access.agent.issuer, access.agent.audit()
+    dev_token = issuer.sign(access.key, issuer.claims(common_name=SERVICE_TOKEN))
+    reader = issuer.sign(access.key, issuer.user_claims("reader@example.com"))
+    dev = {"plan": plan_data(images, "1.0.0"), "env": RUNTIME_ENV, "dry_run": True}
+    prod = {
+        "plan": plan_data(images, "1.0.0", env="prod"),
+        "env": RUNTIME_ENV,
+        "confirm": "prod:1.0.0",
+        "dry_run": True,
+    }
+
+    answers = [
+        access.agent.deploy(body, token).json() for token, body in ((dev_token, dev), (dev_token, prod), (reader, dev))
+    ]
+
+    assert [a["may_deploy"] for a in answers] == [True, False, False]
+    assert all(a["registry"] == {"found": True, "digest": images.digests["1.0.0"]} for a in answers), answers
+    assert access.agent.audit() == before  # a dry run is not a refusal
+
+
 def test_the_actor_of_a_refused_deploy_is_audited(access: Setup, images: Images) -> None:
     plan = plan_data(images, "1.0.0")
     plan["steps"] = plan["steps"][:3]

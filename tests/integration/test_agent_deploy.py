@@ -24,7 +24,11 @@ def test_a_good_deploy_runs_the_container_exactly_as_the_server_owns_it(
     assert attrs["State"]["Status"] == "running"
     assert attrs["Config"]["Image"] == images.ref("1.0.0")
     assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
-    assert attrs["HostConfig"]["Binds"] == [f"{agent.data_dir}:/var/lib/runtime:rw"]
+    # A Mounts API bind, not `Binds`: Docker refuses a missing source instead of creating it.
+    assert not attrs["HostConfig"].get("Binds")
+    assert [(m["Type"], m["Source"], m["Target"], m.get("ReadOnly", False)) for m in attrs["HostConfig"]["Mounts"]] == [
+        ("bind", str(agent.data_dir), "/var/lib/runtime", False)
+    ]
     assert attrs["Config"]["Labels"]["deployplan.deployment-id"] == deployment["id"]
     assert attrs["Config"]["Labels"]["deployplan.environment"] == "dev"
     assert attrs["Config"]["Labels"]["deployplan.tag"] == "1.0.0"

@@ -73,6 +73,7 @@ SPEC_ERRORS = {
     "plan_refused": 422,
     "docker_unavailable": 503,
     "audit_broken": 503,
+    "server_not_ready": 503,
     "internal": 500,
 }
 ERRORS = {**SPEC_ERRORS, "auth_unavailable": 503}

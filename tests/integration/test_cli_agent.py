@@ -788,6 +788,28 @@ def test_dry_run_of_a_tag_the_registry_lacks_exits_3_touching_nothing(
     assert sorted(tag for image in docker_client.images.list() for tag in image.tags) == images_before
 
 
+def test_apply_with_a_mount_source_gone_is_refused_exit_3_touching_nothing(
+    cli: Cli, ws: Path, cli_images: Images, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """The agent checks the mount sources again before the pull: apply says which one, nothing is touched."""
+    with running_agent(cli, cli_images, docker_client, tmp_path, environments=("dev",)) as dev_only:
+        dev_only.data_dir.rmdir()
+        result = cli.run(*apply_args(dev_only, "dev", "1.0.1"), cwd=ws, env=operator_env(dev_only))
+        audit = dev_only.audit()
+
+    assert_plain_error(
+        result,
+        3,
+        "error: the agent refused (503 server_not_ready): the server is not ready to deploy dev: 1 mount source(s) "
+        "missing; nothing was touched",
+        f"  DEPLOY_AGENT_VOLUMES_DEV: the mount source {dev_only.data_dir} does not exist",
+    )
+    assert [r["event"] for r in audit] == ["deploy_refused"]
+    assert not dev_only.data_dir.exists()
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(dev_only.containers["dev"])
+
+
 def test_dry_run_with_a_local_problem_exits_2_before_asking(cli: Cli, ws: Path, shared: Agent) -> None:
     before = snapshot(shared)
     env = {k: v for k, v in operator_env(shared).items() if k != "RUNTIME_ENV"}

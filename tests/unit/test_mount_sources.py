@@ -37,6 +37,19 @@ def test_a_source_removed_after_startup_refuses_the_deploy(make_api: Callable[..
     assert not data.exists()
 
 
+def test_a_worker_that_boots_after_a_source_went_missing_still_serves(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    """Found while testing: gunicorn's second worker booted after the source was removed, failed its boot on the
+    startup check, and gunicorn shut the whole agent down. The start (`deploy-agent`) checks; a worker serves."""
+    missing = tmp_path / "gone"
+    api = make_api(DEPLOY_AGENT_VOLUMES_DEV=f"{missing}:/var/lib/runtime:rw")
+
+    assert api.get("/v1/status").status_code == 200
+    refused = api.deploy(body())
+    assert (refused.status_code, refused.get_json()["error"]["code"]) == (503, "server_not_ready")
+
+
 def test_a_source_removed_during_the_pull_fails_the_deploy_before_the_stop(tmp_path: Path) -> None:
     """A pull may take minutes: a source gone by its end must not be found only by the start, after the stop."""
     from typing import Any, cast
