@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from accesskeys import Jwks, Key
+from accesskeys import HEADER as ACCESS_HEADER
+from accesskeys import TEAM, Issuer, Jwks, Key
 from agent.auditlog import AuditLog
 from agent.oidc import audited
 from conftest import RUNTIME_ENV, Api, plan, record_deployment
@@ -259,3 +260,33 @@ def test_while_the_issuers_keys_cannot_be_loaded_a_deploy_is_503_and_audited(
         )
     finally:
         down.close()
+
+
+@pytest.mark.parametrize("mode", ["off", "required"])
+def test_with_access_whoami_and_the_dry_run_agree_on_each_environment(
+    make_api: Callable[..., Api], issuer: tuple[Jwks, Key, GithubIssuer], mode: str
+) -> None:
+    jwks, key, _ = issuer
+    access = Issuer(aud="a" * 64)
+    api = make_api(
+        headers={},
+        DEPLOY_AGENT_AUTH="cloudflare-access",
+        DEPLOY_AGENT_TOKEN=None,
+        DEPLOY_AGENT_ACCESS_TEAM_DOMAIN=TEAM,
+        DEPLOY_AGENT_ACCESS_AUD=access.aud,
+        DEPLOY_AGENT_ACCESS_CERTS_URL=jwks.url,
+        DEPLOY_AGENT_DEPLOYERS_DEV="ci-dev.access",
+        DEPLOY_AGENT_DEPLOYERS_PROD="ci-prod.access",
+        **(agent_settings(jwks) if mode == "required" else {"DEPLOY_AGENT_GITHUB_OIDC": "off"}),
+    )
+    as_dev = {ACCESS_HEADER: access.sign(key, access.claims(common_name="ci-dev.access"))}
+    found = api.get("/v1/whoami", **as_dev).get_json()
+    assert (found["actor"], found["may_deploy"], found["may_prune"]) == (
+        "ci-dev.access",
+        {"dev": True, "prod": False},
+        False,
+    )
+    assert found["github_oidc"] == mode
+    for env in ("dev", "prod"):
+        dry = api.deploy(body(env, dry_run=True), **as_dev).get_json()
+        assert dry["may_deploy"] is found["may_deploy"][env]
