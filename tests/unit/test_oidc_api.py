@@ -15,7 +15,7 @@ import pytest
 from accesskeys import HEADER as ACCESS_HEADER
 from accesskeys import TEAM, Issuer, Jwks, Key
 from agent.auditlog import AuditLog
-from agent.oidc import audited
+from agent.oidcclaims import audited
 from conftest import RUNTIME_ENV, Api, plan, record_deployment
 from fakedocker import FakeDocker
 from githuboidc import AUDIENCE, GithubIssuer, agent_settings, github_issuer
