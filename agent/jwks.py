@@ -154,7 +154,8 @@ class JwksCache:
             document = json.loads(self._get(self.url))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise ValueError(f"{self.url} is not JSON") from None
-        if not isinstance(document, dict) or document.get("issuer", self.issuer).rstrip("/") != self.issuer:
+        issuer = document.get("issuer") if isinstance(document, dict) else None
+        if not isinstance(issuer, str) or issuer.rstrip("/") != self.issuer:
             raise ValueError(f"{self.url} does not describe the issuer {self.issuer}")
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str) or not _KEYS_URL.fullmatch(jwks_uri):

@@ -44,7 +44,8 @@ def audience(environ: Mapping[str, str]) -> str | None:
 
 def request_token(environ: Mapping[str, str], wanted: str, *, timeout: float = TIMEOUT) -> Secret:
     """Ask GitHub for the job's OIDC token for `wanted`; TokenUnavailable names what went wrong, never a value."""
-    import urllib.error  # here: only a deploy that asks for a token pays for urllib's imports
+    import http.client  # here: only a deploy that asks for a token pays for urllib's imports
+    import urllib.error
     import urllib.request
 
     url = environ[REQUEST_URL]
@@ -60,8 +61,8 @@ def request_token(environ: Mapping[str, str], wanted: str, *, timeout: float = T
     except urllib.error.HTTPError as e:
         e.close()
         raise TokenUnavailable(f"{where} answered HTTP {e.code}; nothing was sent to the agent") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
+    except (OSError, http.client.HTTPException) as e:  # URLError, a timeout, a reset, a broken answer
+        reason = getattr(e, "reason", None) or type(e).__name__
         raise TokenUnavailable(f"{where} is unreachable ({reason}); nothing was sent to the agent") from None
     try:
         value = json.loads(raw).get("value") if len(raw) <= MAX_ANSWER else None

@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,25 @@ def test_apply_in_github_mode_deploys_with_the_jobs_token_and_history_shows_the_
     assert after_restart.status_code == 403, after_restart.text
     assert "expected a token never accepted before" in after_restart.json()["error"]["message"]
     assert ours(docker.from_env(), agent) == before and ours(docker.from_env(), restarted) == []
+
+
+def test_one_token_sent_at_once_to_both_workers_is_accepted_once(
+    required: Callable[..., Agent], github: Github, images: Images
+) -> None:
+    """The `jti` is checked under the deploy lock against the audit log, which every worker appends to under
+    that lock: however the requests land on the two workers, one deploy is accepted."""
+    agent = required()
+    token = github.token()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda _: post(agent, deploy_body(images), token), range(6)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(202) == 1 and set(statuses) <= {202, 403, 409}, [a.text for a in answers]
+    (accepted,) = [a for a in answers if a.status_code == 202]
+    assert agent.wait(accepted.json()["deployment_id"])["state"] == "succeeded"
+    late = post(agent, deploy_body(images), token)
+    assert late.status_code == 403 and "accepted before" in late.json()["error"]["message"]
+    started = [r for r in agent.audit() if r["event"] == "deployment_started"]
+    assert len(started) == 1
 
 
 # -- the attacks, each against the real agent: status, code, message; audited; nothing touched

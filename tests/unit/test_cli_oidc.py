@@ -119,6 +119,18 @@ def test_no_token_from_github_exits_3_and_sends_nothing(
     assert api.audit() == [] and "not-the-request-token" not in result.stderr
 
 
+def test_an_unreachable_token_service_exits_3_and_sends_nothing(
+    cli: InProcessCli, workspace: Path, agent: tuple[Api, str], token_service: TokenRequests
+) -> None:
+    api, url = agent
+    env = environ(url, DEPLOY_OIDC_AUDIENCE=AUDIENCE, **token_service.environ())
+    env["ACTIONS_ID_TOKEN_REQUEST_URL"] = "http://127.0.0.1:9/_apis/idtoken?api-version=2.0"
+    result = cli.run(*APPLY, cwd=workspace, env=env)
+    assert result.returncode == 3, result.stderr
+    assert "(GitHub's OIDC token service) is unreachable" in result.stderr and "nothing was sent" in result.stderr
+    assert api.audit() == [] and token_service.request_token not in result.stderr
+
+
 # -- where a deploy came from: verified or claimed, in history and on the page
 
 VERIFIED = {

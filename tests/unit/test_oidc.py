@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from accesskeys import Jwks, Key
+from accesskeys import Clock, Jwks, Key
 from agent.config import GithubOidc
 from agent.errors import AuthUnavailable, Forbidden, Unauthorized
 from agent.jwks import JwksCache, KeysUnavailable
@@ -228,5 +228,54 @@ def test_a_discovery_document_of_another_issuer_is_not_trusted() -> None:
             verifier.verify(s.token(), environment="dev")
         with pytest.raises(KeysUnavailable, match="does not describe the issuer"):
             verifier.keys.key(s.key.kid)
+    finally:
+        jwks.close()
+
+
+# -- GitHub's keys come through the same cache as the Access keys, found through the discovery document
+
+
+def test_githubs_keys_follow_the_access_keys_rules_through_discovery() -> None:
+    """Refetched on an unknown kid at most once a minute (each fetch: the discovery document, then the JWKS it
+    names); kept while a refresh fails, and untrusted 24 h after the last fetch that worked."""
+    old, new = Key.new(), Key.new()
+    jwks, clock = Jwks(), Clock()
+    try:
+        jwks.serve(old)
+        cache = JwksCache.discovered(jwks.issuer, name="GitHub OIDC keys", clock=clock)
+        cache.load()
+        assert cache.key(old.kid) is not None and jwks.hits == 2
+        jwks.serve(new)
+        assert cache.key(new.kid) is not None and jwks.hits == 4  # unknown kid: fetched again
+        assert cache.key("made-up") is None and jwks.hits == 4  # not again within the minute
+        jwks.fail(503)
+        clock.now += 3600
+        assert cache.key(new.kid) is not None  # the refresh failed: the keys in hand stay
+        clock.now += 23 * 3600
+        with pytest.raises(KeysUnavailable, match="keys older than 24 h are not trusted"):
+            cache.key(new.kid)
+    finally:
+        jwks.close()
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        (b"<html>", "is not JSON"),
+        (b'{"jwks_uri": "http://127.0.0.1:1/keys"}', "does not describe the issuer"),
+        (b'{"issuer": "ISSUER", "jwks_uri": "http://evil.example.test/keys"}', "names no https:// jwks_uri"),
+        (b'{"issuer": "ISSUER"}', "names no https:// jwks_uri"),
+    ],
+    ids=["not-json", "no-issuer", "plain-http-keys", "no-jwks-uri"],
+)
+def test_a_bad_discovery_document_loads_no_keys(document: bytes, reason: str) -> None:
+    jwks, key = Jwks(), Key.new()
+    try:
+        jwks.serve(key)
+        jwks.discovery = document.replace(b"ISSUER", jwks.issuer.encode())
+        cache = JwksCache.discovered(jwks.issuer, name="GitHub OIDC keys")
+        cache.load()
+        with pytest.raises(KeysUnavailable, match=reason):
+            cache.key(key.kid)
     finally:
         jwks.close()
