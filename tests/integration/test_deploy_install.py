@@ -7,31 +7,20 @@ and the agent's dependencies are not there (importing them fails; `deploy-agent`
 from __future__ import annotations
 
 import importlib.metadata
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import deploylock
 import docker
 import pytest
-import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+import deployjob
+import deploylock
 from realparts import PREFIX, REPO, RUNTIME_ENV, AgentFactory, Cli, Images
 
 pytestmark = pytest.mark.integration
-# What building deployplan from a checkout reads: the rest of the repository is not the package.
-PACKAGE = ("setup.cfg", "pyproject.toml", "README.md", "runner", "agent", "schemas", "requirements")
-
-
-def install_step() -> str:
-    deploy = yaml.safe_load((REPO / ".github" / "workflows" / "deploy.yml").read_text())
-    (job,) = deploy["jobs"].values()
-    (run,) = [step["run"] for step in job["steps"] if "--require-hashes" in step.get("run", "")]
-    return str(run)
 
 
 @pytest.fixture(scope="module")
@@ -39,28 +28,13 @@ def lean(tmp_path_factory: pytest.TempPathFactory) -> Cli:
     """A fresh venv (pip, as setup-python's Python has) where deploy.yml's install step ran, in a copy of the
     checkout, with no pip cache; the venv's python is the step's `python`."""
     root = tmp_path_factory.mktemp("lean")
-    checkout, venv = root / "checkout", root / "venv"
-    for name in PACKAGE:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            checkout.mkdir(exist_ok=True)
-            shutil.copy(source, checkout / name)
+    venv, cache = root / "venv", root / "pip-cache"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    script = root / "install.sh"
-    script.write_text(install_step())
-    env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "PIP_NO_CACHE_DIR": "1"}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run(
-        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
-        cwd=checkout,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = deployjob.run_install_step(
+        venv, deployjob.copy_checkout(root / "checkout"), deployjob.no_cache_environ(cache)
     )
     assert result.returncode == 0, f"deploy.yml's install step failed:\n{result.stdout}{result.stderr}"
+    assert not cache.exists() or not any(cache.iterdir()), "pip wrote to its cache"
     return Cli(bin_dir=venv / "bin")
 
 

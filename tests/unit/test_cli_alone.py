@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import deploylock
 from packaging.utils import canonicalize_name
 
+import deploylock
 from agent.entry import AGENT_EXTRA
 
 REPO = Path(__file__).resolve().parents[2]
