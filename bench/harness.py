@@ -31,7 +31,7 @@ import docker
 REPO = Path(__file__).resolve().parent.parent
 # tools/ is not a package (the tests put it on sys.path the same way); the checkout before any installed copy.
 sys.path[:0] = [str(REPO / "tools"), str(REPO)]
-import deployjob  # noqa: E402
+import deployjob as deployjob  # noqa: E402  (re-exported: bench/install.py imports it from here)
 import lab  # noqa: E402
 from runner.core.plan import load_plan  # noqa: E402
 

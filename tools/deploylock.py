@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
@@ -120,24 +119,21 @@ def parse_lock(text: str) -> Lock:
 
 def _closure(requirements: Iterable[Requirement]) -> set[str]:
     """What these requirements install here, as far as this Python's installed metadata tells."""
-    seen: set[str] = set()
-    todo = [(r, frozenset(r.extras)) for r in requirements]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [(r.name, frozenset(r.extras)) for r in requirements]
     while todo:
-        requirement, extras = todo.pop()
-        name = canonicalize_name(requirement.name)
-        if name in seen:
+        name, extras = todo.pop()
+        if (canonicalize_name(name), extras) in seen:
             continue
-        seen.add(name)
+        seen.add((canonicalize_name(name), extras))
         try:
-            requires = importlib.metadata.requires(requirement.name) or []
+            requires = importlib.metadata.requires(name) or []
         except importlib.metadata.PackageNotFoundError:
             continue
-        for text in requires:
-            child = Requirement(text)
-            environments = [{**default_environment(), "extra": e} for e in extras or {""}]
-            if child.marker is None or any(child.marker.evaluate(env) for env in environments):
-                todo.append((child, frozenset(child.extras)))
-    return seen
+        for child in map(Requirement, requires):
+            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in extras or {""}):
+                todo.append((child.name, frozenset(child.extras)))
+    return {name for name, _ in seen}
 
 
 def agent_only(cli: list[Requirement], agent: list[Requirement]) -> frozenset[str]:
