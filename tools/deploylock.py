@@ -161,6 +161,10 @@ def check_lock(lock: Lock, *, path: str, command: str, required: list[Requiremen
             problems.append(f"{path}: {requirement} is not pinned; regenerate: {command}")
         elif not requirement.specifier.contains(pins[name].version, prereleases=True):
             problems.append(f"{path}:{pins[name].line}: {name}=={pins[name].version} is outside {requirement}")
+    direct = {canonicalize_name(r.name) for r in required}
+    for pin in lock.pins:
+        if root in pin.via and pin.name not in direct:
+            problems.append(f"{path}:{pin.line}: {pin.name} says it is there for {root}, which does not require it")
     reachable, grew = {root}, True
     while grew:
         before = len(reachable)

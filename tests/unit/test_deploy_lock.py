@@ -91,6 +91,10 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         _append(DEPLOY, A_PIN.format(name="six", version="1.16.0", via="nothing-in-the-lock")),
         "six is not needed by deployplan (setup.cfg) (via nothing-in-the-lock)",
     ),
+    "a pin that claims to be required": (
+        _append(DEPLOY, A_PIN.format(name="six", version="1.16.0", via="deployplan (setup.cfg)")),
+        "six says it is there for deployplan (setup.cfg), which does not require it",
+    ),
     "a line that is not a pin": (
         _append(DEPLOY, "--extra-index-url https://example.invalid/simple\n"),
         "is not a pin (name==version)",
