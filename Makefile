@@ -1,5 +1,6 @@
 # The two commands of the README (demo, test) work on a fresh machine (root, Debian): they install what is
-# missing first. `unit` is the fast tier (no Docker needed); `lint` is what CI checks besides the tests.
+# missing first. `unit` is the fast tier (no Docker needed); `lint` is what CI checks besides the tests (the code,
+# and that requirements/deploy.txt still locks the CLI's dependencies of setup.cfg: docs/installing.md).
 .PHONY: demo test unit lint
 
 demo:
@@ -20,3 +21,4 @@ lint:
 	ruff format --check runner agent tests tools bench
 	mypy --strict runner agent
 	lint-imports
+	python3 tools/deploylock.py

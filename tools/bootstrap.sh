@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make this machine able to run the tests and the demo: install what it lacks, start dockerd.
 # Idempotent and quiet when everything is there already. Needs root (or sudo, as on CI runners) for
-# apt-get, and root for dockerd. With --python-only: only this package and its test and dev dependencies
-# (what the unit tier and the linters need). With --demo: everything but promtool, which only the tests use.
+# apt-get, and root for dockerd. With --python-only: only this package with the agent's, test and dev
+# dependencies (what the unit tier and the linters need: the unit tier runs the agent's Flask app).
+# With --demo: everything but promtool, which only the tests use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,9 +18,9 @@ install_python() {
   # Reinstall whenever setup.cfg (the dependencies) changed since the last install on this machine.
   local stamp=".bootstrap-installed" wanted
   wanted="$(sha256sum setup.cfg | cut -d' ' -f1) $(python3 --version)"
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! python3 -c "import runner.core.schema, agent" 2>/dev/null; then
-    echo "bootstrap: installing deployplan and its test and dev dependencies"
-    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test,dev]'
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! python3 -c "import runner.core.schema, agent.app" 2>/dev/null; then
+    echo "bootstrap: installing deployplan with the agent's, test and dev dependencies"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[agent,test,dev]'
     echo "$wanted" >"$stamp"
   fi
 }

@@ -98,7 +98,8 @@ def nothing_left_behind() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
-    """deployplan installed once, non-editable, into a fresh venv (its dependencies come from the system)."""
+    """deployplan installed once, non-editable, into a fresh venv (its dependencies, the `agent` extra's too, come
+    from the system: tools/bootstrap.sh installs '.[agent,test,dev]'). test_deploy_install.py has the CLI alone."""
     venv = tmp_path_factory.mktemp("venv")
     python = lab.make_venv(venv)  # inside a virtualenv too: it sees this Python's packages
     subprocess.run(

