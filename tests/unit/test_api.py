@@ -6,12 +6,14 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 
 from agent.auditlog import AuditError, AuditLog
 from agent.lock import try_lock
+from agent.longpolls import LongPolls
 from conftest import RUNTIME_ENV, Api, plan, record_deployment
 from fakedocker import FakeContainer, FakeDocker
 from runner.core.chain import verify_lines
@@ -337,6 +339,32 @@ def test_a_wait_without_change_ends_with_the_wait(api: Api) -> None:
     finally:
         lock.release()
     assert found["state"] == "running" and 0.9 < waited < 3
+
+
+@pytest.mark.parametrize(("threads", "slots"), [(16, 8), (4, 2), (3, 1), (1, 0), (0, 0)])
+def test_long_polls_may_hold_half_of_a_workers_threads(threads: int, slots: int) -> None:
+    polls = LongPolls(threads)
+    with ExitStack() as held:
+        granted = [held.enter_context(polls.slot()) for _ in range(threads + 2)]
+        assert granted == [True] * slots + [False] * (threads + 2 - slots) and polls.waiting == slots
+    assert polls.waiting == 0  # every slot is given back
+
+
+def test_a_long_poll_beyond_half_of_the_threads_answers_at_once(api: Api) -> None:
+    """Found in review: 31 long polls filled a worker's 16 threads and /healthz stopped answering."""
+    _running_deployment(api)
+    lock = try_lock(api.state_dir / "deploy.lock")
+    assert lock is not None
+    polls = api.app.extensions["deployplan"].reads.long_polls
+    try:
+        with ExitStack() as held:
+            assert all(held.enter_context(polls.slot()) for _ in range(polls.slots))  # other readers wait
+            started = time.monotonic()
+            found = api.get("/v1/deployments/d1?wait=20").get_json()
+            answered_in = time.monotonic() - started
+    finally:
+        lock.release()
+    assert found["state"] == "running" and answered_in < 10, answered_in  # not the 20 s of the wait
 
 
 def test_a_dead_workers_deployment_is_marked_interrupted_and_answers_a_wait_at_once(api: Api) -> None:
