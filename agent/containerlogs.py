@@ -83,9 +83,9 @@ def read_logs(
         while size > total_limit or len(kept) > tail:
             size -= len(kept.popleft().text.encode("utf-8", "surrogatepass")) + 1
             result.truncated = True
-    for stream, line in first.items():
+    for name, line in first.items():
         # Fewer pieces than asked for, without `since`: Docker gave the stream from its very start.
-        if since is not None or pieces[stream] >= tail:
+        if since is not None or pieces[name] >= tail:
             line.text = masker.mask(line.text, head_cut=True)
     result.lines = list(kept)
     return result

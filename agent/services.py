@@ -22,6 +22,7 @@ from agent.metrics import AgentCollector
 from agent.prune import Pruner
 from agent.reads import Reads
 from agent.recovery import reconcile
+from agent.refusals import RefusalLimit
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Services:
     admission: Admission
     pruner: Pruner
     metrics: AgentCollector
+    refusals: RefusalLimit
 
     @classmethod
     def open(cls, config: Config, *, docker_connect: Connect | None = None) -> Services:
@@ -52,6 +54,8 @@ class Services:
         if ledger.broken:
             log("audit log broken: deploys refused until an operator acts", level=logging.ERROR, reason=ledger.broken)
         reconcile(ledger, lock_path)
+        refusals = RefusalLimit(config.state_dir, ledger)
+        refusals.flush()  # the suppressed refusals of a minute that passed while no worker ran
         if docker_connect is None:
             docker = DockerAccess(connect, reader=partial(_lean_reader, config))
         else:
@@ -65,6 +69,7 @@ class Services:
             admission=Admission(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
             pruner=Pruner(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
             metrics=AgentCollector(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
+            refusals=refusals,
         )
 
 
