@@ -8,7 +8,19 @@ import unicodedata
 # C0 and C1 controls but tab, and DEL: they move the cursor, clear the screen or retitle the terminal.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 CUT_MARK = " [... cut: {size} bytes in all; lines are kept to {limit} bytes]"
+
+
+def forbidden_character(text: str) -> str | None:
+    """The first control character (a trailing newline included) or lone surrogate in a value that must have
+    none, named by its code point; None when there is none. (A schema `pattern` ending in `$` lets a final
+    newline through: Python's `$` matches before it.)"""
+    found = _FORBIDDEN.search(text)
+    if found is None:
+        return None
+    kind = "a lone surrogate" if _SURROGATE.match(found.group()) else "a control character"
+    return f"{kind} (U+{ord(found.group()):04X}) at character {found.start() + 1}"
 
 
 def unicode_safe(text: str) -> str:

@@ -156,6 +156,28 @@ REFUSED = [
     pytest.param(body(origin={"who": "me"}), "$.origin.who", id="origin-unknown-key"),
     pytest.param(body(origin="github"), "$.origin", id="origin-not-object"),
     pytest.param(body(origin=None), "$.origin", id="origin-null"),
+    # Found in review: a lone surrogate in a value was taken, then not masked (Docker wrote U+FFFD), and a final
+    # newline passed the schema's `$` (Python's matches before it).
+    pytest.param(body(env={"RUNTIME_API_TOKEN": "s3cret-value-\ud800"}), "$.env.RUNTIME_API_TOKEN", id="env-surrogate"),
+    pytest.param(body(env={"RUNTIME_API_TOKEN": "s3cret-value\n"}), "$.env.RUNTIME_API_TOKEN", id="env-final-newline"),
+    pytest.param(body(env={"RUNTIME_API_TOKEN": "a\tb\x1b[2J"}), "$.env.RUNTIME_API_TOKEN", id="env-controls"),
+    pytest.param(body(env={"RUNTIME_API_TOKEN": "line\r\nline"}), "$.env.RUNTIME_API_TOKEN", id="env-multi-line"),
+    pytest.param(body(origin={"actor": "octocat\n"}), "$.origin.actor", id="origin-actor-final-newline"),
+    pytest.param(body(origin={"ref": "refs/heads/main\n"}), "$.origin.ref", id="origin-ref-final-newline"),
+    pytest.param(body(origin={"workflow": "deploy\n"}), "$.origin.workflow", id="origin-workflow-final-newline"),
+    pytest.param(body(origin={"sha": "a" * 40 + "\n"}), "$.origin.sha", id="origin-sha-final-newline"),
+    pytest.param(body(origin={"repository": "acme/trader\n"}), "$.origin.repository", id="origin-repo-final-newline"),
+    pytest.param(
+        body(origin={"run_url": "https://github.com/acme/trader/actions/runs/1\n"}),
+        "$.origin.run_url",
+        id="origin-url-final-newline",
+    ),
+    pytest.param(body(plan={**plan(), "plan": "runtime\n"}), "$.plan", id="plan-name-final-newline"),
+    pytest.param(
+        body(plan={**plan(), "steps": [{**plan()["steps"][0], "name": "Pull\ud800"}, *plan()["steps"][1:]]}),
+        "$.steps[0].name",
+        id="step-name-surrogate",
+    ),
 ]
 
 
@@ -171,6 +193,15 @@ def test_a_refused_deploy_names_the_field_touches_nothing_and_is_audited(api: Ap
     (refused,) = api.audit()
     assert (refused["event"], refused["actor"]) == ("deploy_refused", "token")
     assert any(reason.startswith(path) for reason in refused["reason"]), refused["reason"]
+
+
+def test_a_refused_env_value_is_named_never_shown(api: Api) -> None:
+    response = api.deploy(body(env={**RUNTIME_ENV, "RUNTIME_API_TOKEN": "s3cret-value-canary\n"}))
+    (detail,) = error(response)["details"]
+    assert detail["message"] == (
+        "the value contains a control character (U+000A) at character 20; send it without control characters"
+    )
+    assert "canary" not in response.get_data(as_text=True) and "canary" not in json.dumps(api.audit())
 
 
 def test_a_refused_dry_run_is_not_audited(api: Api) -> None:
