@@ -63,6 +63,11 @@ def test_64_long_polls_leave_healthz_and_status_answering(agent: Agent, images: 
     assert response.status_code == 202, response.text
     deployment_id = response.json()["deployment_id"]
     url = f"{agent.url}/v1/deployments/{deployment_id}?wait=25"
+    deadline = time.monotonic() + 60
+    # Quiet from here: verify waits 45 s for stability and records nothing, so no record ends a long poll early.
+    while agent.get(f"/v1/deployments/{deployment_id}").json()["steps"][3]["state"] != "running":
+        assert time.monotonic() < deadline, "the deployment never reached verify"
+        time.sleep(0.2)
 
     def long_poll(_: int) -> tuple[int, float]:
         started = time.monotonic()
