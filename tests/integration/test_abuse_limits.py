@@ -16,7 +16,7 @@ from realparts import RUNTIME_ENV, Agent, Images, plan_data
 
 SECRET = "s3cr3t-Value-0123456789"  # 23 characters, as in the review
 # The secret starts 10 bytes before the end of Docker's first 16 KiB piece: 13 characters fall in the second.
-LONG_LINE = f'head -c 16374 /dev/zero | tr "\\0" x; echo "$STRADDLING_SECRET end"'
+LONG_LINE = 'head -c 16374 /dev/zero | tr "\\0" x; echo "$STRADDLING_SECRET end"'
 
 
 @pytest.fixture

@@ -182,13 +182,7 @@ def test_the_page_with_docker_gone(make_api: Callable[..., Api]) -> None:
     assert "Docker does not answer" in text and '<span class="badge unknown">unknown</span>' in text
 
 
-FORMAT_CHARACTERS = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"] + [
-    "\u200b",
-    "\u200c",
-    "\u200d",
-    "\u200e",
-    "\u200f",
-]
+FORMAT_CHARACTERS = [chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), *range(0x200B, 0x2010))]
 
 
 @pytest.mark.parametrize("char", FORMAT_CHARACTERS, ids=[f"U+{ord(c):04X}" for c in FORMAT_CHARACTERS])
