@@ -21,6 +21,7 @@ Run: python bench/abuse.py
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -150,10 +151,8 @@ def slow_clients(url: str, token: str, count: int) -> Probe:
             conn.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
         while not stop.wait(1.0):
             for conn in hanging:
-                try:
+                with contextlib.suppress(OSError):
                     conn.sendall(b"X-Slow: 1\r\n")
-                except OSError:
-                    pass
 
     thread = threading.Thread(target=trickle)
     thread.start()
