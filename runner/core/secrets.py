@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
+from urllib.parse import quote, quote_plus
 
 MASK = "****"
 # Masking a one- or two-character value would mangle every line, and hides nothing.
@@ -43,16 +45,17 @@ class Masker:
 
     Every occurrence of every value is found in the text as it came, and each run of characters covered by one
     or more of them becomes one `****`: a secret that contains a shorter one, or two secrets that overlap, are
-    masked whole. Each line of a multi-line value (a PEM key) is masked too. Values shorter than `min_length` are
-    left alone. A text cut from a longer one (`head_cut`, `cut`) may hold a secret only in part at the cut: a
+    masked whole. Each line of a multi-line value (a PEM key) is masked too, and the forms a runtime most often
+    prints a value in (URL-encoded, JSON-escaped). Values shorter than `min_length` are left alone. A text cut from a longer one (`head_cut`, `cut`) may hold a secret only in part at the cut: a
     start that ends a value, or an end that begins one (`min_length` characters or more), is masked too.
     """
 
     def __init__(self, values: Iterable[str | Secret], *, min_length: int = MIN_MASKED) -> None:
         pieces: set[str] = set()
         for value in map(reveal, values):
-            pieces.add(value)
-            pieces.update(line.strip() for line in value.splitlines())
+            for form in (value, *encoded_forms(value)):
+                pieces.add(form)
+                pieces.update(line.strip() for line in form.splitlines())
         self.min_length = min_length
         self._values = sorted((p for p in pieces if len(p) >= min_length), key=lambda p: (-len(p), p))
         # The longest value in UTF-8 bytes: how far past a cut a secret can reach.
@@ -107,6 +110,19 @@ def _longest_suffix_at_start(text: str, value: str) -> int:
             return at + 1
         at = window.rfind(value[-1], 0, at)
     return 0
+
+
+def encoded_forms(value: str) -> set[str]:
+    """The value as a URL (percent-encoded, `+` for a space or not) and inside a JSON string, where those differ
+    from it: a runtime logs its database URL or a JSON document with the secret in it. See docs/masking.md for
+    the forms that are not masked (base64, hex, any other transformation)."""
+    forms = {
+        quote(value, safe=""),
+        quote_plus(value, safe=""),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
+    return forms - {value}
 
 
 def _occurrences(text: str, value: str) -> Iterator[tuple[int, int]]:

@@ -121,3 +121,18 @@ def test_a_tail_that_starts_inside_a_line_masks_the_end_of_a_secret(
     text = "".join(piece.text for piece in found.lines)
     assert SECRET[10:] not in text if starts_masked else SECRET not in text, text
     assert text.startswith(MASK) == starts_masked, text[:40]
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("postgres://app:p%40ss%20w%2Frd%22%C3%A9@db/app", f"postgres://app:{MASK}@db/app"),  # percent-encoded
+        ("form pw=p%40ss+w%2Frd%22%C3%A9&x=1", f"form pw={MASK}&x=1"),  # form-encoded
+        ('{"password": "p@ss w/rd\\"\\u00e9"}', f'{{"password": "{MASK}"}}'),  # in a JSON string
+        ('{"password": "p@ss w/rd\\"é"}', f'{{"password": "{MASK}"}}'),  # in JSON that keeps Unicode
+        ("cEBzcyB3L3JkIsOp", "cEBzcyB3L3JkIsOp"),  # base64 is not masked: docs/masking.md says why
+    ],
+    ids=["url", "form", "json", "json-unicode", "base64-not-masked"],
+)
+def test_the_forms_a_runtime_prints_a_secret_in_are_masked(text: str, masked: str) -> None:
+    assert Masker(['p@ss w/rd"é']).mask(text) == masked
