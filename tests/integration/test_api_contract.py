@@ -70,6 +70,7 @@ SPEC_ERRORS = {
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "plan_refused": 422,
+    "too_many_requests": 429,
     "docker_unavailable": 503,
     "audit_broken": 503,
     "internal": 500,
