@@ -46,8 +46,10 @@ class Masker:
     Every occurrence of every value is found in the text as it came, and each run of characters covered by one
     or more of them becomes one `****`: a secret that contains a shorter one, or two secrets that overlap, are
     masked whole. Each line of a multi-line value (a PEM key) is masked too, and the forms a runtime most often
-    prints a value in (URL-encoded, JSON-escaped). Values shorter than `min_length` are left alone. A text cut from a longer one (`head_cut`, `cut`) may hold a secret only in part at the cut: a
-    start that ends a value, or an end that begins one (`min_length` characters or more), is masked too.
+    prints a value in (URL-encoded, JSON-escaped). Values shorter than `min_length` are left alone. A text cut
+    from a longer one (`head_cut`, `cut`) may hold a secret only in part at the cut: a start that ends a value,
+    or an end that begins one (`min_length` characters or more), is masked too. docs/masking.md says what is
+    promised and what is not.
     """
 
     def __init__(self, values: Iterable[str | Secret], *, min_length: int = MIN_MASKED) -> None:
