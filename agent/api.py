@@ -45,9 +45,10 @@ def limit_refused_writers() -> None:
 
 def count_refusals(response: Response) -> Response:
     """Every 4xx answered to an authenticated identity counts towards its limit (a 401 before authentication has
-    no identity: it is neither counted nor audited)."""
+    no identity: it is neither counted nor audited). Not a 409: a busy lock answers a valid request at the wrong
+    time, and a client may ask again until it is free. A 429 is counted where it is answered."""
     actor = g.get("actor")
-    if actor is not None and 400 <= response.status_code < 500 and response.status_code != 429:
+    if actor is not None and 400 <= response.status_code < 500 and response.status_code not in (409, 429):
         services().refusals.refused(actor)
     return response
 

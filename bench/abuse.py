@@ -4,17 +4,18 @@ log; slow-header clients on the loopback port.
 The real agent under gunicorn (the project's config: 2 gthread workers x 16 threads, token auth) runs a deploy
 that stays in verify (`stable_for: 300`), so nothing is recorded and a long poll waits out its whole wait.
 
-1. Long polls. RUNS rounds of: PROBES sequential `GET /healthz` and `GET /v1/status` (each with a 10 s timeout)
+1. Long polls. RUNS rounds of: PROBES sequential `GET /healthz` and `GET /v1/status` (each with a 5 s timeout)
    alone, then the same while 64 clients each hold `GET /v1/deployments/<id>?wait=20` open. Figures: the share
    answered 200 within the timeout, and the median latency, with the polls against without (ratio, same run).
 2. Refusals. 300 refused deploys (each with 40 bad variable names, so that its `deploy_refused` record is as
    large as the refusal code allows, ~6 KB) from 16 threads; the audit log's growth in bytes against 300 times
    the size of one such record measured in the same run (what the log grew by when every refusal was audited).
 3. Slow-header clients. N connections that each send a request line and one header, then one more header
-   every second and never the blank line; PROBES `/v1/status` while they hang, for N in SLOW_CLIENTS.
+   every second and never the blank line; 5 probes of `/v1/status` while they hang, for N in SLOW_CLIENTS.
 
 Targets: with 64 long polls, /healthz and /v1/status answer every probe (1.00 of them), median latency <= 5x
-without; 300 refusals grow the log by <= 0.15x of one record per refusal.
+without; 300 refusals grow the log by <= 0.25x of one record per refusal (31 audited refusals are 0.10x; the
+requests already inside when the 31st is counted, up to one per client thread, still end as refusals).
 
 Run: python bench/abuse.py
 """
@@ -36,7 +37,7 @@ from typing import Any
 
 from harness import RUNS, Lab, Target, machine, median, report_targets, table
 
-POLLS, POLL_WAIT, PROBES, TIMEOUT = 64, 20, 10, 10.0
+POLLS, POLL_WAIT, PROBES, TIMEOUT = 64, 20, 10, 5.0
 REFUSALS, REFUSAL_THREADS = 300, 16
 SLOW_CLIENTS = (8, 16, 32)
 
@@ -99,14 +100,16 @@ def long_polls(lab_: Lab, url: str) -> dict[str, list[Probe]]:
         runs["status"].append(probe(f"{url}/v1/status", lab_.token))
         with ThreadPoolExecutor(max_workers=POLLS) as pool:
             held = [
-                pool.submit(get, f"{deployment}?wait={POLL_WAIT}", lab_.token, timeout=POLL_WAIT + 30)
+                pool.submit(get, f"{deployment}?wait={POLL_WAIT}", lab_.token, timeout=POLL_WAIT * 2 + 5)
                 for _ in range(POLLS)
             ]
             time.sleep(1)  # every poll has reached a worker
             runs["healthz+polls"].append(probe(f"{url}/healthz", lab_.token))
             runs["status+polls"].append(probe(f"{url}/v1/status", lab_.token))
+            # Without the limit, the polls beyond the threads wait their turn, then their own wait: some time out.
             for poll in held:
-                poll.result()
+                with contextlib.suppress(OSError):
+                    poll.result()
     return runs
 
 
@@ -219,7 +222,7 @@ def report(polls: dict[str, list[Probe]], slow: dict[int, Probe], log: dict[str,
             f"audit growth, {REFUSALS} refusals",
             log["grown"],
             "bytes",
-            0.15,
+            0.25,
             log["each audited"],
             "each audited",
             per_baseline=True,

@@ -10,6 +10,7 @@ import pytest
 
 from agent.auditlog import AuditLog
 from agent.ledger import Ledger
+from agent.lock import try_lock
 from agent.refusals import LIMIT, RefusalLimit
 from conftest import RUNTIME_ENV, Api, plan
 
@@ -70,6 +71,19 @@ def test_unauthenticated_refusals_count_for_no_identity(api: Api) -> None:
         assert api.app.test_client().post("/v1/deploy", json=BAD).status_code == 401
     assert api.deploy(BAD).status_code == 422
     assert not (api.state_dir / "refusals.json").exists() or "token" in (api.state_dir / "refusals.json").read_text()
+
+
+def test_a_busy_lock_is_no_refusal(api: Api) -> None:
+    """409 deploy_in_progress answers a valid request at the wrong time; a client may ask again until the lock
+    is free (bench/harness.py does), so it is not counted."""
+    lock = try_lock(api.state_dir / "deploy.lock")
+    assert lock is not None
+    try:
+        for _ in range(LIMIT * 2):
+            assert api.deploy({"plan": plan(), "env": RUNTIME_ENV}).status_code == 409
+    finally:
+        lock.release()
+    assert api.deploy(BAD).status_code == 422
 
 
 def test_refused_reads_count_too_but_reads_are_never_limited(api: Api) -> None:
