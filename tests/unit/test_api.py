@@ -7,10 +7,12 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from agent import gunicorn_conf
 from agent.auditlog import AuditError, AuditLog
 from agent.lock import try_lock
 from agent.longpolls import LongPolls
@@ -379,6 +381,12 @@ def test_long_polls_may_hold_half_of_a_workers_threads(threads: int, slots: int)
         granted = [held.enter_context(polls.slot()) for _ in range(threads + 2)]
         assert granted == [True] * slots + [False] * (threads + 2 - slots) and polls.waiting == slots
     assert polls.waiting == 0  # every slot is given back
+
+
+def test_gunicorn_sizes_the_long_poll_slots_from_the_workers_threads(api: Api) -> None:
+    worker = SimpleNamespace(wsgi=api.app, cfg=SimpleNamespace(threads=6))  # what post_worker_init is given
+    gunicorn_conf.post_worker_init(worker)
+    assert api.app.extensions["deployplan"].reads.long_polls.slots == 3
 
 
 def test_a_long_poll_beyond_half_of_the_threads_answers_at_once(api: Api) -> None:
