@@ -44,11 +44,13 @@ def limit_refused_writers() -> None:
 
 
 def count_refusals(response: Response) -> Response:
-    """Every 4xx answered to an authenticated identity counts towards its limit (a 401 before authentication has
-    no identity: it is neither counted nor audited). Not a 409: a busy lock answers a valid request at the wrong
-    time, and a client may ask again until it is free. A 429 is counted where it is answered."""
+    """Every 4xx answered to an authenticated identity's request to an operation counts towards its limit. Not a
+    401 before authentication (no identity), not a path or method no operation has (404/405 from routing: the
+    request reached nothing), not a 409 (a busy lock answers a valid request at the wrong time; a client may ask
+    again until it is free). A 429 is counted where it is answered."""
     actor = g.get("actor")
-    if actor is not None and 400 <= response.status_code < 500 and response.status_code not in (409, 429):
+    status = response.status_code
+    if actor is not None and request.url_rule is not None and 400 <= status < 500 and status not in (409, 429):
         services().refusals.refused(actor)
     return response
 

@@ -86,6 +86,13 @@ def test_a_busy_lock_is_no_refusal(api: Api) -> None:
     assert api.deploy(BAD).status_code == 422
 
 
+def test_paths_and_methods_no_operation_has_are_no_refusals(api: Api) -> None:
+    for _ in range(LIMIT):
+        assert api.app.test_client().delete("/v1/audit", headers=api.headers).status_code == 405
+        assert api.post("/v1/nowhere", {}).status_code == 404
+    assert api.deploy(BAD).status_code == 422
+
+
 def test_refused_reads_count_too_but_reads_are_never_limited(api: Api) -> None:
     for _ in range(LIMIT + 1):
         assert api.get("/v1/deployments/nope").status_code == 404
