@@ -6,6 +6,7 @@ reaches the loopback port some other way (a second tunnel, a local process) is r
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,8 +16,10 @@ from werkzeug.datastructures import Headers
 from agent.config import Config
 from agent.errors import AuthUnavailable, Unauthorized
 from agent.jwks import ALGORITHM, MAX_KID_CHARS, JwksCache, KeysUnavailable
+from agent.logs import log
 
 HEADER = "Cf-Access-Jwt-Assertion"
+UNAVAILABLE = "the signing keys cannot be loaded; retry shortly"
 LEEWAY = 30
 # Access tokens are 1-2 KiB; anything far larger is not one, and is refused before it is parsed.
 MAX_TOKEN_CHARS = 16 * 1024
@@ -73,7 +76,9 @@ class CloudflareAccessAuth:
         try:
             key = self.keys.key(kid)
         except KeysUnavailable as e:
-            raise AuthUnavailable(f"the Cloudflare Access signing keys cannot be used ({e}); retry shortly") from None
+            # The certs URL and the fetch error are for the operator, not for a caller who is not yet anyone.
+            log("access keys unavailable: answered 503", level=logging.WARNING, reason=str(e))
+            raise AuthUnavailable(UNAVAILABLE) from None
         if key is None:
             raise Unauthorized(f"the Access token is signed by a key the team's JWKS does not hold (kid {kid[:64]!r})")
         return key

@@ -9,11 +9,12 @@ from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.exceptions import UnsupportedMediaType
 
 from agent.auth import GITHUB_OIDC_HEADER, may_deploy
-from agent.errors import BadRequest
+from agent.errors import BadRequest, TooManyRequests
 from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.metrics import exposition
 from agent.prune import check_body as check_prune
 from agent.reads import MAX_WAIT
+from agent.refusals import READS
 from agent.services import current as services
 from runner import __version__
 from runner.core.times import since_timestamp
@@ -29,6 +30,31 @@ def authenticate() -> None:
     page and its stylesheet."""
     if request.path != "/healthz":
         g.actor = services().auth.authenticate(request.headers)
+
+
+def limit_refused_writers() -> None:
+    """An identity refused more than 30 times in the last minute may read, but not write, until the minute passes;
+    the 429 itself is counted, not audited."""
+    actor = g.get("actor")
+    if actor is None or request.method in READS:
+        return
+    wait = services().refusals.retry_after(actor)
+    if wait is not None:
+        services().refusals.suppressed(actor)
+        message = f"{actor} was refused more than 30 times in the last minute; try again in {wait} s"
+        raise TooManyRequests(message, retry_after=wait)
+
+
+def count_refusals(response: Response) -> Response:
+    """Every 4xx answered to an authenticated identity's request to an operation counts towards its limit. Not a
+    401 before authentication (no identity), not a path or method no operation has (404/405 from routing: the
+    request reached nothing), not a 409 (a busy lock answers a valid request at the wrong time; a client may ask
+    again until it is free). A 429 is counted where it is answered."""
+    actor = g.get("actor")
+    status = response.status_code
+    if actor is not None and request.url_rule is not None and 400 <= status < 500 and status not in (409, 429):
+        services().refusals.refused(actor)
+    return response
 
 
 @v1.post("/deploy")
@@ -159,5 +185,7 @@ def _depth(value: Any) -> int:
 
 def init_app(app: Flask) -> None:
     app.before_request(authenticate)
+    app.before_request(limit_refused_writers)
+    app.after_request(count_refusals)
     app.register_blueprint(v1)
     app.register_blueprint(health)

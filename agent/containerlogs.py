@@ -44,9 +44,12 @@ def read_logs(
 
     Docker stores a long line as 16 KiB pieces, each its own message with a timestamp; the pieces are joined
     here, keeping only what can be shown (plus room to mask a secret that crosses the cut). Memory stays about
-    `total_limit` whatever the runtime wrote.
+    `total_limit` whatever the runtime wrote. Docker counts `tail` in pieces, and `since` may fall between two
+    pieces, so the first line of a stream may begin inside a line: its start is masked as a cut (the end of a
+    secret there is hidden too).
     """
     keep = line_limit + masker.longest
+    pieces: dict[str, int] = {"stdout": 0, "stderr": 0}
     streams = [
         _lines(
             client.logs(
@@ -61,11 +64,13 @@ def read_logs(
             ),
             name,
             keep,
+            pieces,
         )
         for name in ("stdout", "stderr")
     ]
     result = LogTail()
     kept: deque[LogLine] = deque()
+    first: dict[str, LogLine] = {}
     size = 0
     for time_, stream, raw, whole in heapq.merge(*streams, key=lambda item: _sortable(item[0])):
         # What was kept of a long line may end inside a secret: mask that end too, then cut to the limit.
@@ -73,22 +78,29 @@ def read_logs(
         text = clip_line(masked, line_limit, size=whole if whole > len(raw) else None)
         result.truncated |= text != masked
         kept.append(LogLine(time=time_, stream=stream, text=text))
+        first.setdefault(stream, kept[-1])
         size += len(text.encode("utf-8", "surrogatepass")) + 1
         while size > total_limit or len(kept) > tail:
             size -= len(kept.popleft().text.encode("utf-8", "surrogatepass")) + 1
             result.truncated = True
+    for name, line in first.items():
+        # Fewer pieces than asked for, without `since`: Docker gave the stream from its very start.
+        if since is not None or pieces[name] >= tail:
+            line.text = masker.mask(line.text, head_cut=True)
     result.lines = list(kept)
     return result
 
 
 def _lines(
-    frames: Iterable[bytes], stream: Literal["stdout", "stderr"], keep: int
+    frames: Iterable[bytes], stream: Literal["stdout", "stderr"], keep: int, pieces: dict[str, int]
 ) -> Iterator[tuple[str | None, Literal["stdout", "stderr"], bytes, int]]:
-    """(time, stream, the first `keep` bytes of the line, the line's whole size) for each line of one stream."""
+    """(time, stream, the first `keep` bytes of the line, the line's whole size) for each line of one stream;
+    `pieces[stream]` counts Docker's messages."""
     time_: str | None = None
     buffer = bytearray()
     size = 0
     for frame in frames:
+        pieces[stream] += 1
         stamp, _, message = frame.partition(b" ")
         if time_ is None:
             time_ = stamp.decode("ascii", "replace")

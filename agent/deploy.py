@@ -105,7 +105,7 @@ class Deployment:
                 learned.update(self.executor.perform(action))
                 self.container_id = learned.get("container_id", self.container_id)
         except ActionFailed as e:
-            reason = self.foreign(str(e))
+            reason = self.foreign(str(e), cut=e.cut)
             self.record("step_failed", step=name, message=reason)
             log("step failed", deployment_id=self.id, step=name, reason=reason, duration_ms=clock.ms())
             raise StepFailed(name, reason) from e
@@ -113,9 +113,10 @@ class Deployment:
         self.record("step_succeeded", step=name, message=message, **learned)
         log("step succeeded", deployment_id=self.id, step=name, duration_ms=clock.ms(), **learned)
 
-    def foreign(self, text: str) -> str:
-        """Text that may quote the container (a healthcheck's output, an exit message): masked, then bounded."""
-        return clip_line(self.masker.mask(text), MESSAGE_BYTES)
+    def foreign(self, text: str, *, cut: bool = False) -> str:
+        """Text that may quote the container (a healthcheck's output, an exit message): masked, then bounded.
+        `cut`: it ends where Docker cut the runtime's text, so the start of a secret there is masked too."""
+        return clip_line(self.masker.mask(text, cut=cut) + ("..." if cut else ""), MESSAGE_BYTES)
 
     def record(self, event: str, **fields: Any) -> None:
         """One audit record of this deployment, written (fsynced) before what it announces."""

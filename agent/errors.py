@@ -44,6 +44,14 @@ class AuditBroken(AgentError):
     """The audit log's chain is broken, or it cannot be written; nothing was done."""
 
 
+class TooManyRequests(AgentError):
+    """An identity refused too often in the last minute; it may write again after `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class AuthUnavailable(AgentError):
     """Cloudflare Access's signing keys cannot be loaded (or are too old to trust)."""
 

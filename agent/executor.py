@@ -19,8 +19,19 @@ POLL_SECONDS = 0.1
 CALL_TIMEOUT = 60
 
 
+# Docker keeps this much of a healthcheck's output and marks a cut with "..." (seen on the engine: 5000 bytes
+# printed, 4096 + "..." kept).
+HEALTH_OUTPUT_BYTES, HEALTH_CUT_MARK = 4096, "..."
+
+
 class ActionFailed(Exception):
-    """An action did not do what it said; the message says why, in words an operator can act on."""
+    """An action did not do what it said; the message says why, in words an operator can act on. `cut`: the message
+    ends with text from the runtime that Docker cut short (a healthcheck's output), so a secret may end there in
+    part."""
+
+    def __init__(self, message: str, *, cut: bool = False) -> None:
+        super().__init__(message)
+        self.cut = cut
 
 
 class Executor:
@@ -138,7 +149,8 @@ class Executor:
             if state["Status"] in ("exited", "dead"):
                 raise ActionFailed(f"{container} exited with code {state.get('ExitCode')}")
             if health == "unhealthy":
-                raise ActionFailed(f"{container} is unhealthy: {_last_health_output(state)}")
+                output, cut = last_health_output(state)
+                raise ActionFailed(f"{container} is unhealthy: {output}", cut=cut)
             now = time.monotonic()
             if state["Status"] == "running":
                 running_since = running_since if running_since is not None else now
@@ -171,10 +183,14 @@ def _bind_mount(bind: str) -> docker.types.Mount:
     return docker.types.Mount(target=target, source=source, type="bind", read_only=mode == "ro")
 
 
-def _last_health_output(state: dict[str, Any]) -> str:
+def last_health_output(state: dict[str, Any]) -> tuple[str, bool]:
+    """The last healthcheck's output on one line, and whether Docker cut it (its mark taken off: the text then ends
+    where the cut is, for the masker)."""
     log = (state.get("Health") or {}).get("Log") or []
-    output = str(log[-1].get("Output", "")).strip() if log else ""
-    return " | ".join(output.splitlines()) if output else "no check output"
+    raw = str(log[-1].get("Output", "")) if log else ""
+    cut = raw.endswith(HEALTH_CUT_MARK) and len(raw.encode("utf-8", "surrogatepass")) > HEALTH_OUTPUT_BYTES
+    output = raw.removesuffix(HEALTH_CUT_MARK) if cut else raw.strip()
+    return (" | ".join(output.splitlines()) if output else "no check output"), cut
 
 
 def _explain(error: BaseException) -> str:

@@ -3,6 +3,8 @@
 Used as `gunicorn -c python:agent.gunicorn_conf --bind HOST:PORT 'agent.app:create_app()'`.
 """
 
+from typing import Any
+
 from agent.logs import GUNICORN_LOGCONFIG
 
 # gthread: requests are short; a deploy runs in its own thread after the 202. Any number of workers and
@@ -12,7 +14,8 @@ worker_class = "gthread"
 workers = 2
 # A thread is held for a whole request: a follower's long poll (at most 25 s) and a client that sends its
 # headers slowly hold one each. 16 per worker leave room for a handful of both while status answers at once;
-# idle keep-alive connections wait in the worker's poller, not in a thread.
+# idle keep-alive connections wait in the worker's poller, not in a thread. Long polls may hold at most half
+# of them (agent/longpolls.py): one beyond that answers at once, so status and /healthz always find a thread.
 threads = 16
 keepalive = 5
 # No worker recycling: a recycled worker would cut a running deploy short.
@@ -27,3 +30,10 @@ control_socket_disable = True
 logconfig_dict = GUNICORN_LOGCONFIG
 # Cloudflare Tunnel (cloudflared) is the only proxy; forwarded headers are not trusted for anything.
 forwarded_allow_ips = "127.0.0.1"
+
+
+def post_worker_init(worker: Any) -> None:
+    """Size the worker's long-poll slots from its real thread count (`--threads` may override the one above)."""
+    from agent.longpolls import size_for_worker
+
+    size_for_worker(worker)

@@ -20,6 +20,7 @@ from agent.errors import (
     NotFound,
     Refused,
     ServerNotReady,
+    TooManyRequests,
     Unauthorized,
 )
 from agent.logs import log
@@ -32,6 +33,7 @@ ANSWERS: dict[type[AgentError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
     Busy: (409, "deploy_in_progress"),
     Refused: (422, "plan_refused"),
+    TooManyRequests: (429, "too_many_requests"),
     DockerUnavailable: (503, "docker_unavailable"),
     AuditBroken: (503, "audit_broken"),
     AuthUnavailable: (503, "auth_unavailable"),
@@ -47,6 +49,7 @@ HTTP_CODES = {
     409: "deploy_in_progress",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "too_many_requests",
 }
 MESSAGES = {413: "the request body is larger than 256 KiB", 404: "no such endpoint"}
 DRAIN_LIMIT = 4 * 1024 * 1024
@@ -95,7 +98,10 @@ def register_error_handlers(app: Flask, *, page: Renderer | None = None) -> None
             reason=error.message,
             details=[{k: shorten(v) for k, v in d.items()} for d in error.details[:LOGGED_DETAILS]],
         )
-        return render(status, code, error.message, error.details)
+        response = render(status, code, error.message, error.details)
+        if isinstance(error, TooManyRequests):
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,6 +16,7 @@ from agent.containerlogs import read_logs
 from agent.dockerio import DOCKER_ERRORS, DockerAccess
 from agent.errors import AuditBroken, DockerUnavailable, NotFound
 from agent.ledger import Ledger
+from agent.longpolls import LongPolls
 from agent.recovery import reconcile
 from agent.state import State
 from runner import __version__
@@ -47,6 +48,7 @@ class Reads:
     ledger: Ledger
     docker: DockerAccess
     lock_path: Path
+    long_polls: LongPolls = field(default_factory=LongPolls)
 
     def status(self, env: str | None) -> StatusDict:
         names = [self.served(env)] if env is not None else list(self.config.environments)
@@ -67,7 +69,8 @@ class Reads:
 
     def deployment(self, deployment_id: str, *, wait: float = 0.0, after: int | None = None) -> dict[str, Any]:
         """One deployment; with `wait`, answered as soon as it changes past `after` (its audit_head seq), or when
-        the wait ends (long polling: a follower learns each step the moment it is recorded)."""
+        the wait ends (long polling: a follower learns each step the moment it is recorded). When half of the
+        worker's threads already wait, it answers at once, as wait=0: no reader can hold every thread."""
         reconcile(self.ledger, self.lock_path)
 
         def version(s: State) -> tuple[int, str] | None:
@@ -75,9 +78,11 @@ class Reads:
             return None if found is None else (found["audit_head"]["seq"], found["state"])
 
         if wait > 0:
-            now = self.ledger.read(version)
-            since = after if after is not None else (now[0] if now else 0)
-            self.ledger.wait(version, lambda v: v is None or v[1] != "running" or v[0] > since, timeout=wait)
+            with self.long_polls.slot() as may_wait:
+                if may_wait:
+                    now = self.ledger.read(version)
+                    since = after if after is not None else (now[0] if now else 0)
+                    self.ledger.wait(version, lambda v: v is None or v[1] != "running" or v[0] > since, timeout=wait)
         found = self.ledger.read(lambda s: copy.deepcopy(s.deployment(deployment_id)))
         if found is None:
             raise NotFound(f"no deployment {deployment_id!r}")

@@ -22,6 +22,7 @@ from agent.metrics import AgentCollector
 from agent.prune import Pruner
 from agent.reads import Reads
 from agent.recovery import reconcile
+from agent.refusals import RefusalLimit
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Services:
     admission: Admission
     pruner: Pruner
     metrics: AgentCollector
+    refusals: RefusalLimit
 
     @classmethod
     def open(cls, config: Config, *, docker_connect: Connect | None = None) -> Services:
@@ -57,6 +59,8 @@ class Services:
             from agent.oidc import GithubOidcVerifier  # imported here: `off` never loads PyJWT for it
 
             github = GithubOidcVerifier.from_settings(config.github)
+        refusals = RefusalLimit(config.state_dir, ledger)
+        refusals.flush()  # the suppressed refusals of a minute that passed while no worker ran
         if docker_connect is None:
             docker = DockerAccess(connect, reader=partial(_lean_reader, config))
         else:
@@ -70,6 +74,7 @@ class Services:
             admission=Admission(config=config, ledger=ledger, docker=docker, lock_path=lock_path, github=github),
             pruner=Pruner(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
             metrics=AgentCollector(config=config, ledger=ledger, docker=docker, lock_path=lock_path),
+            refusals=refusals,
         )
 
 

@@ -11,7 +11,7 @@ from runner.core.plan import Plan, check_plan
 from runner.core.render import TAG_PATTERN
 from runner.core.schema import schema_errors, validator
 from runner.core.secrets import Masker, Secret
-from runner.core.text import quoted, shorten
+from runner.core.text import forbidden_character, quoted, shorten
 
 # The limits of env are the request schema's, so the schema and these messages never disagree.
 _REQUEST_SCHEMA: Any = validator("deploy-request.schema.json").schema
@@ -79,6 +79,8 @@ def check_request(body: Any, config: Config) -> tuple[DeployRequest | None, list
         return None, findings
     if "env" in body:
         findings += _env_findings(body["env"])
+    if isinstance(body.get("origin"), dict):
+        findings += _origin_findings(body["origin"], already={f.path for f in findings})
     plan = None
     if "plan" in body:
         # Plan findings use paths inside the plan document ($.steps[1].action), as the CLI reports them.
@@ -142,10 +144,24 @@ def _env_findings(env: Any) -> list[Finding]:
             findings.append(Finding(path, f"the value must be a string, found {type(value).__name__}"))
         elif "\x00" in value:
             findings.append(Finding(path, "the value contains a NUL character, no process can receive it"))
+        elif bad := forbidden_character(value):
+            # Named by its place, never shown: the value may be a secret.
+            findings.append(Finding(path, f"the value contains {bad}; send it without control characters"))
         elif len(value) > MAX_VALUE:
             findings.append(Finding(path, f"the value is longer than {MAX_VALUE} characters"))
     if len(env) > MAX_VARIABLES:
         findings.append(Finding("$.env", f"{len(env)} variables; at most {MAX_VARIABLES}"))
+    return findings
+
+
+def _origin_findings(origin: dict[Any, Any], *, already: set[str]) -> list[Finding]:
+    """A control character or lone surrogate in an origin field, a final newline included (which the schema's
+    `$` lets through)."""
+    findings = []
+    for key, value in origin.items():
+        path = shorten(f"$.origin.{key}", MAX_PATH)
+        if isinstance(value, str) and path not in already and (bad := forbidden_character(value)):
+            findings.append(Finding(path, f"{quoted(value, limit=60)} contains {bad}; remove it"))
     return findings
 
 

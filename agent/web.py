@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, render_template
+from markupsafe import Markup
 
 from agent.services import current as services
 from runner import __version__
+from runner.core.text import visible
 from runner.core.times import parse, seconds
 
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
@@ -105,6 +107,14 @@ def github_run(url: Any) -> str | None:
     return url if isinstance(url, str) and url.startswith("https://github.com/") else None
 
 
+def shown(value: Any) -> Any:
+    """Every value the templates print: bidi and invisible format characters escaped (the CLI's `visible`), so a
+    U+202E in an origin's actor cannot reverse the "via <real actor>" beside it. Autoescaping still follows."""
+    if isinstance(value, Markup):
+        return Markup(visible(str(value)))  # a macro's output: its text was escaped already, its tags stay
+    return visible(value) if isinstance(value, str) else value
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -119,5 +129,6 @@ def _security_headers(response: Response) -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(web)
+    app.jinja_env.finalize = shown
     app.jinja_env.globals.update(ago=ago, took=took, github_run=github_run, version=__version__)
     app.after_request(_security_headers)

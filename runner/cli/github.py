@@ -59,7 +59,9 @@ def summary_markdown(
 ) -> str:
     """The job summary: who deployed what where and from which run, each step with its state and duration, the
     audit head to keep, the log tail on failure. Every value is masked first, then escaped: escaping first would
-    change a secret holding `&`, `<` or `|` so that the mask no longer finds it."""
+    change a secret holding `&`, `<` or `|` so that the mask no longer finds it. Text from the runtime (a step's
+    message, the error) is inline code and the log tail escaped in <pre>: plain text, whatever markdown or HTML
+    it holds, so it cannot draw a link, an image, a heading or bold words in the summary."""
 
     def cell(value: object) -> str:
         return _cell(mask(str(value)))
@@ -88,13 +90,14 @@ def summary_markdown(
     ]
     steps = ["| step | name | state | duration | message |", "|---|---|---|---|---|"]
     for step in deployment.get("steps", []):
-        cells = (step.get("action"), step.get("name"), step.get("state"), duration(step), step.get("message", ""))
-        steps.append("| " + " | ".join(cell(c) for c in cells) + " |")
+        cells = (step.get("action"), step.get("name"), step.get("state"), duration(step))
+        message = code(step["message"]) if step.get("message") else ""
+        steps.append("| " + " | ".join(cell(c) for c in cells) + f" | {message} |")
     title = f"## deployplan: {cell(deployment.get('environment'))} {cell(deployment.get('tag'))}"
     text = f"{title}\n\n" + "\n".join(rows) + "\n\n" + "\n".join(steps) + "\n"
     error = deployment.get("error")
     if error:
-        text += f"\n**Failed in {code(error.get('step'))}:** {html.escape(mask(str(error.get('message'))))}\n"
+        text += f"\n**Failed in {code(error.get('step'))}:** {code(error.get('message'))}\n"
     if logs and deployment.get("state") != "succeeded":
         # <pre> with escaped text: a log line cannot close a code fence and become markdown.
         text += (
@@ -128,5 +131,6 @@ def _cell(value: object) -> str:
 
 
 def _code(value: object) -> str:
-    """A value as inline code in a table cell; a backtick in it cannot end the code span."""
+    """A value as inline code in a table cell: nothing in it is markdown or HTML (no link, image, heading or tag;
+    GitHub makes no link of a URL in code either); a backtick in it cannot end the code span."""
     return "`" + _cell(value).replace("`", "'") + "`"

@@ -8,7 +8,19 @@ import unicodedata
 # C0 and C1 controls but tab, and DEL: they move the cursor, clear the screen or retitle the terminal.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 CUT_MARK = " [... cut: {size} bytes in all; lines are kept to {limit} bytes]"
+
+
+def forbidden_character(text: str) -> str | None:
+    """The first control character (a trailing newline included) or lone surrogate in a value that must have
+    none, named by its code point; None when there is none. (A schema `pattern` ending in `$` lets a final
+    newline through: Python's `$` matches before it.)"""
+    found = _FORBIDDEN.search(text)
+    if found is None:
+        return None
+    kind = "a lone surrogate" if _SURROGATE.match(found.group()) else "a control character"
+    return f"{kind} (U+{ord(found.group()):04X}) at character {found.start() + 1}"
 
 
 def unicode_safe(text: str) -> str:
@@ -30,14 +42,23 @@ def quoted(text: str, *, limit: int = 200) -> str:
     return shown if len(shown) <= limit else shown[: limit - 5] + "...'" + f" ({len(text)} chars)"
 
 
-def printable(text: str) -> str:
-    """The text with terminal controls (all but tab) and lone surrogates shown as escapes, never acted on."""
+def visible(text: str) -> str:
+    """The text with format characters (bidi overrides and isolates U+202A-U+202E, U+2066-U+2069; zero-width and
+    direction marks U+200B-U+200F; every other Unicode `Cf`) and lone surrogates shown as escapes (`\\u202e`):
+    they reorder or hide what a person reads. The page and the CLI both show text through this."""
     text = unicode_safe(text)
-    if not _CONTROL.search(text) and not any(unicodedata.category(c) == "Cf" for c in text if ord(c) > 0x7F):
+    if text.isascii() or not any(unicodedata.category(c) == "Cf" for c in text):
         return text
-    out = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-    # Format characters (bidi overrides, zero-width) reorder or hide what a person reads.
-    return "".join(f"\\u{ord(c):04x}" if ord(c) > 0x7F and unicodedata.category(c) == "Cf" else c for c in out)
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) == "Cf" else c for c in text)
+
+
+def printable(text: str) -> str:
+    """The text for a terminal: terminal controls (all but tab) shown as escapes, never acted on, and what
+    `visible` escapes."""
+    text = visible(text)
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def clip_line(line: str, limit: int, *, size: int | None = None) -> str:

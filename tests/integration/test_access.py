@@ -372,11 +372,18 @@ def test_jwks_down_at_startup_then_up(start_agent: Callable[..., AccessAgent]) -
     token = agent.issuer.sign(key)
 
     def unavailable() -> str:
+        """The caller learns only that the keys cannot be loaded; the URL and the reason are in the agent's log."""
         response = agent.get("/v1/status", token)
         assert response.status_code == 503, response.text
         error = response.json()["error"]
-        assert error["code"] == "auth_unavailable"
-        return str(error["message"])
+        assert error == {
+            "code": "auth_unavailable",
+            "message": "the signing keys cannot be loaded; retry shortly",
+            "details": [],
+        }
+        assert str(port) not in response.text and "127.0.0.1" not in response.text
+        logged = [line for line in agent.log_lines() if line.get("event") == "access keys unavailable: answered 503"]
+        return " ".join(str(line.get("reason")) for line in logged)
 
     assert agent.get("/healthz").status_code == 200
     assert "unreachable" in unavailable()

@@ -80,7 +80,10 @@ REFUSALS: list[tuple[str, Callable[[Images], Body], str, str]] = [
 
 @pytest.fixture
 def agent(module_agent: Agent) -> Agent:
-    """Refusals leave Docker and the agent's deployments as they were, so the module shares one agent."""
+    """Refusals leave Docker and the agent's deployments as they were, so the module shares one agent. Its
+    tests refuse far more than 30 requests a minute of one identity: each starts with none counted (the limit
+    has its own tests, in test_abuse_limits.py)."""
+    (module_agent.state_dir / "refusals.json").unlink(missing_ok=True)
     return module_agent
 
 

@@ -47,8 +47,8 @@ def test_a_healthcheck_that_prints_the_secret_is_masked_everywhere(
 ) -> None:
     """Found in review: a failing healthcheck's output reached the step message, the deployment's error, the audit
     log, the agent's log, apply's last line and the job summary unmasked. The first deploy goes through `apply` in
-    GitHub mode, so every one of them is looked at; the second sends a multi-line secret, which the table of a
-    workspace does not list, straight to the agent."""
+    GitHub mode, so every one of them is looked at; a multi-line secret sent straight to the agent
+    is refused (a value holds no control characters), and the second deploy goes straight to the agent."""
     (tmp_path / "plans").mkdir()
     (tmp_path / "infra").mkdir()
     plan = (REPO / "plans" / "runtime.yaml").read_text("utf-8")
@@ -85,14 +85,17 @@ def test_a_healthcheck_that_prints_the_secret_is_masked_everywhere(
     assert found is not None, result.stdout
     through_apply = agent.get(f"/v1/deployments/{found.group(1)}").json()
 
+    # A multi-line value is refused before anything is touched (no control characters in a value, newlines
+    # included), and the refusal names the variable without showing it.
     key = f"-----BEGIN KEY-----\n{CANARY}-line-two\n-----END KEY-----"
-    env = {**RUNTIME_ENV, "RUNTIME_KEY": key}
-    direct = agent.deploy(plan_data(images, leaky_tag, stable_for=2, verify_timeout=15), env=env)
+    refused = agent.post({"plan": plan_data(images, leaky_tag), "env": {**RUNTIME_ENV, "RUNTIME_KEY": key}})
+    assert refused.status_code == 422 and refused.json()["error"]["details"][0]["path"] == "$.env.RUNTIME_KEY"
+    direct = agent.deploy(plan_data(images, leaky_tag, stable_for=2, verify_timeout=15))
 
     for failed in (through_apply, direct):
         assert failed["state"] == "failed" and failed["error"]["step"] == "verify"
         assert "is unhealthy: checking with ****" in failed["error"]["message"], failed["error"]
-    everything = json.dumps([through_apply, direct]) + (agent.state_dir / "audit.jsonl").read_text()
+    everything = json.dumps([through_apply, direct]) + refused.text + (agent.state_dir / "audit.jsonl").read_text()
     assert CANARY not in everything + agent.server.log_text()
 
 

@@ -6,12 +6,16 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from agent import gunicorn_conf
 from agent.auditlog import AuditError, AuditLog
 from agent.lock import try_lock
+from agent.longpolls import LongPolls
 from conftest import DEV_VOLUME, RUNTIME_ENV, Api, plan, record_deployment
 from fakedocker import FakeContainer, FakeDocker
 from runner.core.chain import verify_lines
@@ -154,6 +158,28 @@ REFUSED = [
     pytest.param(body(origin={"who": "me"}), "$.origin.who", id="origin-unknown-key"),
     pytest.param(body(origin="github"), "$.origin", id="origin-not-object"),
     pytest.param(body(origin=None), "$.origin", id="origin-null"),
+    # Found in review: a lone surrogate in a value was taken, then not masked (Docker wrote U+FFFD), and a final
+    # newline passed the schema's `$` (Python's matches before it).
+    pytest.param(body(env={"RUNTIME_API_TOKEN": "s3cret-value-\ud800"}), "$.env.RUNTIME_API_TOKEN", id="env-surrogate"),
+    pytest.param(body(env={"RUNTIME_API_TOKEN": "s3cret-value\n"}), "$.env.RUNTIME_API_TOKEN", id="env-final-newline"),
+    pytest.param(body(env={"RUNTIME_API_TOKEN": "a\tb\x1b[2J"}), "$.env.RUNTIME_API_TOKEN", id="env-controls"),
+    pytest.param(body(env={"RUNTIME_API_TOKEN": "line\r\nline"}), "$.env.RUNTIME_API_TOKEN", id="env-multi-line"),
+    pytest.param(body(origin={"actor": "octocat\n"}), "$.origin.actor", id="origin-actor-final-newline"),
+    pytest.param(body(origin={"ref": "refs/heads/main\n"}), "$.origin.ref", id="origin-ref-final-newline"),
+    pytest.param(body(origin={"workflow": "deploy\n"}), "$.origin.workflow", id="origin-workflow-final-newline"),
+    pytest.param(body(origin={"sha": "a" * 40 + "\n"}), "$.origin.sha", id="origin-sha-final-newline"),
+    pytest.param(body(origin={"repository": "acme/trader\n"}), "$.origin.repository", id="origin-repo-final-newline"),
+    pytest.param(
+        body(origin={"run_url": "https://github.com/acme/trader/actions/runs/1\n"}),
+        "$.origin.run_url",
+        id="origin-url-final-newline",
+    ),
+    pytest.param(body(plan={**plan(), "plan": "runtime\n"}), "$.plan", id="plan-name-final-newline"),
+    pytest.param(
+        body(plan={**plan(), "steps": [{**plan()["steps"][0], "name": "Pull\ud800"}, *plan()["steps"][1:]]}),
+        "$.steps[0].name",
+        id="step-name-surrogate",
+    ),
 ]
 
 
@@ -169,6 +195,15 @@ def test_a_refused_deploy_names_the_field_touches_nothing_and_is_audited(api: Ap
     (refused,) = api.audit()
     assert (refused["event"], refused["actor"]) == ("deploy_refused", "token")
     assert any(reason.startswith(path) for reason in refused["reason"]), refused["reason"]
+
+
+def test_a_refused_env_value_is_named_never_shown(api: Api) -> None:
+    response = api.deploy(body(env={**RUNTIME_ENV, "RUNTIME_API_TOKEN": "s3cret-value-canary\n"}))
+    (detail,) = error(response)["details"]
+    assert detail["message"] == (
+        "the value contains a control character (U+000A) at character 20; send it without control characters"
+    )
+    assert "canary" not in response.get_data(as_text=True) and "canary" not in json.dumps(api.audit())
 
 
 def test_a_refused_dry_run_is_not_audited(api: Api) -> None:
@@ -337,6 +372,38 @@ def test_a_wait_without_change_ends_with_the_wait(api: Api) -> None:
     finally:
         lock.release()
     assert found["state"] == "running" and 0.9 < waited < 3
+
+
+@pytest.mark.parametrize(("threads", "slots"), [(16, 8), (4, 2), (3, 1), (1, 0), (0, 0)])
+def test_long_polls_may_hold_half_of_a_workers_threads(threads: int, slots: int) -> None:
+    polls = LongPolls(threads)
+    with ExitStack() as held:
+        granted = [held.enter_context(polls.slot()) for _ in range(threads + 2)]
+        assert granted == [True] * slots + [False] * (threads + 2 - slots) and polls.waiting == slots
+    assert polls.waiting == 0  # every slot is given back
+
+
+def test_gunicorn_sizes_the_long_poll_slots_from_the_workers_threads(api: Api) -> None:
+    worker = SimpleNamespace(wsgi=api.app, cfg=SimpleNamespace(threads=6))  # what post_worker_init is given
+    gunicorn_conf.post_worker_init(worker)
+    assert api.app.extensions["deployplan"].reads.long_polls.slots == 3
+
+
+def test_a_long_poll_beyond_half_of_the_threads_answers_at_once(api: Api) -> None:
+    """Found in review: 31 long polls filled a worker's 16 threads and /healthz stopped answering."""
+    _running_deployment(api)
+    lock = try_lock(api.state_dir / "deploy.lock")
+    assert lock is not None
+    polls = api.app.extensions["deployplan"].reads.long_polls
+    try:
+        with ExitStack() as held:
+            assert all(held.enter_context(polls.slot()) for _ in range(polls.slots))  # other readers wait
+            started = time.monotonic()
+            found = api.get("/v1/deployments/d1?wait=20").get_json()
+            answered_in = time.monotonic() - started
+    finally:
+        lock.release()
+    assert found["state"] == "running" and answered_in < 10, answered_in  # not the 20 s of the wait
 
 
 def test_a_dead_workers_deployment_is_marked_interrupted_and_answers_a_wait_at_once(api: Api) -> None:

@@ -115,3 +115,36 @@ def test_anyone_let_in_may_read_and_dry_run(access: Access) -> None:
     dry_run = access.api.deploy(deploy("prod", dry_run=True), **reader)
     assert (dry_run.status_code, dry_run.get_json()["error"]["code"]) == (503, "docker_unavailable")  # not 403
     assert access.api.audit() == []
+
+
+def test_auth_unavailable_says_only_that_the_keys_cannot_be_loaded(
+    make_api: Callable[..., Api], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: the 503 showed callers who are not yet anyone the certs URL and the fetch error."""
+    down = Jwks()
+    down.fail(502)
+    aud, key = "b" * 64, Key.new()
+    api = make_api(
+        headers={},
+        DEPLOY_AGENT_AUTH="cloudflare-access",
+        DEPLOY_AGENT_TOKEN=None,
+        DEPLOY_AGENT_ACCESS_TEAM_DOMAIN=TEAM,
+        DEPLOY_AGENT_ACCESS_AUD=aud,
+        DEPLOY_AGENT_ACCESS_CERTS_URL=down.url,
+        DEPLOY_AGENT_DEPLOYERS_DEV=DEV_TOKEN,
+        DEPLOY_AGENT_DEPLOYERS_PROD=PROD_TOKEN,
+    )
+    try:
+        response = api.get("/v1/status", **{HEADER: Issuer(aud=aud).sign(key)})
+    finally:
+        down.close()
+
+    assert response.status_code == 503
+    assert response.get_json()["error"] == {
+        "code": "auth_unavailable",
+        "message": "the signing keys cannot be loaded; retry shortly",
+        "details": [],
+    }
+    assert "127.0.0.1" not in response.get_data(as_text=True)
+    logged = capsys.readouterr().out
+    assert f"{down.url} answered HTTP 502" in logged  # the operator's log has it all

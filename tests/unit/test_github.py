@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
+
 import pytest
+from markdown_it import MarkdownIt
 
 from runner.cli.github import origin, summary_markdown
 from runner.core.secrets import Masker
@@ -72,3 +75,27 @@ def test_the_summary_masks_before_it_escapes() -> None:
     assert text.count("****") == 3
     assert "| actor | `token` for `o\\|c't` (claimed) |" in text
     assert f"| audit head | `9:{'f' * 64}` |" in text
+
+
+HOSTILE = ["![ok](https://x.test/i.png)", "[re-run here](https://x.test)", "**SUCCEEDED**", "<img src=x>", "# Done"]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_runtime_text_is_plain_text_in_the_summary(text: str) -> None:
+    """Found in review: healthcheck output such as `![ok](...)`, `[re-run here](...)`, `**SUCCEEDED**` or `<img>`
+    drew images, links and bold words in the summary; the "Failed in" line escaped HTML but not markdown."""
+    deployment = {
+        "environment": "dev",
+        "tag": "1.0.0",
+        "state": "failed",
+        "steps": [{"action": "verify", "name": "Verify", "state": "failed", "message": f"{text}\n{text}"}],
+        "error": {"step": "verify", "message": text},
+        "actor": "token",
+    }
+    summary = summary_markdown(deployment, verified="no", logs=[text, f"{text} again"], mask=Masker([]).mask)
+
+    rendered = MarkdownIt("commonmark").enable("table").render(summary)
+    assert "<img" not in rendered and "<a " not in rendered and "<strong>SUCCEEDED" not in rendered
+    assert [tag for tag in ("<h1>", "<h2>", "<h3>") if tag in rendered] == ["<h2>"]  # the summary's own title only
+    # Shown as written, every time it was sent.
+    assert rendered.count(html.escape(text, quote=False)) == 5, rendered

@@ -11,6 +11,7 @@ from agent.auditlog import AuditLog
 from conftest import Api, record_deployment
 from fakedocker import FakeContainer, FakeDocker
 from runner import __version__
+from runner.core.text import printable, visible
 
 R = "registry.test/acme/trader/runtime"
 HOSTILE = "<script>alert(1)</script></textarea>\"'><img src=x onerror=alert(2)>"
@@ -179,3 +180,30 @@ def test_the_page_changes_nothing(page: Api) -> None:
 def test_the_page_with_docker_gone(make_api: Callable[..., Api]) -> None:
     text = make_api(docker=FakeDocker(reachable=False)).get("/").get_data(as_text=True)
     assert "Docker does not answer" in text and '<span class="badge unknown">unknown</span>' in text
+
+
+FORMAT_CHARACTERS = [chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), *range(0x200B, 0x2010))]
+
+
+@pytest.mark.parametrize("char", FORMAT_CHARACTERS, ids=[f"U+{ord(c):04X}" for c in FORMAT_CHARACTERS])
+def test_bidi_and_invisible_characters_are_shown_escaped_on_the_page(make_api: Callable[..., Api], char: str) -> None:
+    """Found in review: a U+202E in origin.actor reversed the "via <real actor>" beside it."""
+    docker = FakeDocker()
+    docker.add(
+        FakeContainer("runtime-dev", f"{R}:1.0.0", output=[("2026-11-30T10:00:01Z", "stdout", f"log{char}line")])
+    )
+    api = make_api(docker=docker)
+    log = AuditLog(api.state_dir / "audit.jsonl")
+    record_deployment(log, "d1", "dev", "1.0.0", "failed", origin={"actor": f"mallory{char}yrogam"})
+
+    escaped = f"\\u{ord(char):04x}"
+    for path in ("/", "/deployments/d1", "/environments/dev/logs"):
+        text = api.get(path).get_data(as_text=True)
+        assert char not in text, path
+    assert f"mallory{escaped}yrogam" in api.get("/").get_data(as_text=True)
+    assert f"log{escaped}line" in api.get("/environments/dev/logs").get_data(as_text=True)
+
+
+def test_the_page_and_the_cli_escape_with_one_function() -> None:
+    assert visible("a\u202eb\u200bc") == "a\\u202eb\\u200bc" == printable("a\u202eb\u200bc")
+    assert visible("plain, tab\tand é") == "plain, tab\tand é"
