@@ -118,3 +118,18 @@ def _cell(value: object) -> str:
 def _code(value: object) -> str:
     """A value as inline code in a table cell; a backtick in it cannot end the code span."""
     return "`" + _cell(value).replace("`", "'") + "`"
+
+
+def not_run_markdown(*, environment: str, tag: str, result: str, code: int, reason: str) -> str:
+    """The job summary of a deploy that never ran (refused, invalid, the agent unreachable): what and why. The
+    reason is text from elsewhere (the agent's message): escaped into <pre>, it cannot draw links or headings."""
+    rows = [
+        "| | |",
+        "|---|---|",
+        f"| environment | {_code(environment)} |",
+        f"| tag | {_code(tag)} |",
+        f"| result | **{_cell(result)}** |",
+        f"| exit code | {code} |",
+    ]
+    title = f"## deployplan: {_cell(environment)} {_cell(tag)} not deployed"
+    return f"{title}\n\n" + "\n".join(rows) + f"\n\n<pre>\n{html.escape(reason)}\n</pre>\n"

@@ -97,3 +97,5 @@ class LogsDict(TypedDict):
     state: str
     lines: list[LogLineDict]
     truncated: bool
+    container_id: NotRequired[str]
+    deployment_id: NotRequired[str | None]
