@@ -128,8 +128,8 @@ def not_run_markdown(*, environment: str, tag: str, result: str, code: int, reas
         "|---|---|",
         f"| environment | {_code(environment)} |",
         f"| tag | {_code(tag)} |",
-        f"| result | **{_cell(result)}** |",
+        f"| result | {_code(result)} |",
         f"| exit code | {code} |",
     ]
-    title = f"## deployplan: {_cell(environment)} {_cell(tag)} not deployed"
+    title = f"## deployplan: {_code(environment)} {_code(tag)} not deployed"
     return f"{title}\n\n" + "\n".join(rows) + f"\n\n<pre>\n{html.escape(reason)}\n</pre>\n"

@@ -87,11 +87,12 @@ def follow_logs(
     show: Callable[[LogLineDict], None],
     note: Callable[[str], None],
     pause: float = PAUSE,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> None:
     """Print the environment's output until interrupted (KeyboardInterrupt) or refused (ApiFailure); `show` a
     line, `note` what the operator should know (replaced, gone, contact lost)."""
     cursor, first, lost, gone = Cursor(), True, False, False
+    sleep = sleep or _sleep
     while True:
         try:
             answer = client.logs(env, tail=tail if first else READ_TAIL, since=since if first else cursor.since())
@@ -125,6 +126,10 @@ def follow_logs(
                 note("more output came between two reads than one read holds: some lines are missing here")
         first = False
         sleep(pause)
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 def _replaced(name: str, answer: LogsDict, *, had_one: bool) -> str:
