@@ -34,4 +34,7 @@ def not_run(console: Console, args: argparse.Namespace, error: DeployplanError, 
     environment, tag = masker.mask(str(args.env)), masker.mask(str(args.tag))
     console.print(command("error", f"deploy of {environment} {tag}: {result}: {reason}"))
     summary = not_run_markdown(environment=environment, tag=tag, result=result, code=code, reason=reason)
-    append_summary(console.environ.get("GITHUB_STEP_SUMMARY"), summary)
+    try:
+        append_summary(console.environ.get("GITHUB_STEP_SUMMARY"), summary)
+    except OSError as e:  # the reason the deploy did not run matters more than its summary
+        console.error(f"cannot write the job summary ({e.strerror}); the error above says why nothing ran")
