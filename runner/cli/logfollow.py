@@ -116,6 +116,10 @@ def follow_logs(
             if container != cursor.container_id:
                 if not first:
                     note(_replaced(str(name), answer, had_one=cursor.container_id is not None))
+                if cursor.container_id is not None and cursor.newest:
+                    # Polling sees a container only while it exists: what the old one wrote after the last read
+                    # (its shutdown, at most a PAUSE of it) was removed with it.
+                    note(f"  (what the old container wrote after {cursor.newest} went with it, if anything)")
                 # Read from the old container's time, this answer holds only the new one's lines: all of them new.
                 cursor = Cursor(container_id=container)
             gone = False

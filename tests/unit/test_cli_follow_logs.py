@@ -112,6 +112,7 @@ def test_a_replaced_runtime_is_named_and_the_new_one_followed_from_its_first_lin
     assert notes == [
         "runtime-dev: no container now (a deploy may be replacing it); waiting for one",
         "runtime-dev was replaced by deployment d2; following the new container",
+        "  (what the old container wrote after 2026-11-30T10:00:02.000000000Z went with it, if anything)",
     ]
     # The first read takes --tail; later ones read from a second before the newest line, as many as there are.
     assert client.calls[:3] == [(10, None), (READ_TAIL, "2026-11-30T10:00:00Z"), (READ_TAIL, "2026-11-30T10:00:01Z")]
