@@ -120,7 +120,9 @@ def _code(value: object) -> str:
     return "`" + _cell(value).replace("`", "'") + "`"
 
 
-def not_run_markdown(*, environment: str, tag: str, result: str, code: int, reason: str) -> str:
+def not_run_markdown(
+    *, environment: str, tag: str, result: str, code: int, reason: str, title: str = "not deployed"
+) -> str:
     """The job summary of a deploy that never ran (refused, invalid, the agent unreachable): what and why. The
     reason is text from elsewhere (the agent's message): escaped into <pre>, it cannot draw links or headings."""
     rows = [
@@ -131,5 +133,5 @@ def not_run_markdown(*, environment: str, tag: str, result: str, code: int, reas
         f"| result | {_code(result)} |",
         f"| exit code | {code} |",
     ]
-    title = f"## deployplan: {_code(environment)} {_code(tag)} not deployed"
-    return f"{title}\n\n" + "\n".join(rows) + f"\n\n<pre>\n{html.escape(reason)}\n</pre>\n"
+    heading = f"## deployplan: {_code(environment)} {_code(tag)} {_cell(title)}"
+    return f"{heading}\n\n" + "\n".join(rows) + f"\n\n<pre>\n{html.escape(reason)}\n</pre>\n"

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from runner.cli.client import AgentClient, ApiFailure
 from runner.cli.errors import AgentUnreachable
@@ -88,7 +89,7 @@ def follow_logs(
     note: Callable[[str], None],
     pause: float = PAUSE,
     sleep: Callable[[float], None] | None = None,
-) -> None:
+) -> NoReturn:
     """Print the environment's output until interrupted (KeyboardInterrupt) or refused (ApiFailure); `show` a
     line, `note` what the operator should know (replaced, gone, contact lost)."""
     cursor, first, lost, gone = Cursor(), True, False, False

@@ -70,7 +70,6 @@ def _follow(client: AgentClient, env: str, *, tail: int, since: str | None, cons
     except KeyboardInterrupt:
         console.error(f"stopped following the log of {env}")
         return Exit.INTERRUPTED
-    raise AssertionError("unreachable")  # pragma: no cover - follow_logs ends by raising only
 
 
 def log_line(line: LogLineDict, console: Console) -> str:

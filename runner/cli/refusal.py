@@ -6,7 +6,7 @@ import argparse
 
 from runner.cli.client import ApiFailure
 from runner.cli.console import Console
-from runner.cli.errors import AgentRefused, Exit, UsageError
+from runner.cli.errors import AgentRefused, DeployFailed, Exit, UsageError
 from runner.cli.github import append_summary, command, not_run_markdown
 from runner.core.errors import DeployplanError, InvalidInput
 from runner.core.secrets import Masker
@@ -30,11 +30,24 @@ def why(error: DeployplanError) -> tuple[str, int, str]:
 def not_run(console: Console, args: argparse.Namespace, error: DeployplanError, masker: Masker) -> None:
     """Write the `::error::` line and the job summary of a deploy that did not run (exit 2 or 3)."""
     result, code, reason = why(error)
+    _report(console, masker, environment=str(args.env), tag=str(args.tag), result=result, code=code, reason=reason)
+
+
+def not_followed(console: Console, environment: str, tag: str, error: DeployFailed, masker: Masker) -> None:
+    """The same for a deploy that was accepted but could not be followed to its end (exit 1): outcome unknown."""
+    result = "accepted, but its outcome is unknown here"
+    _report(console, masker, environment=environment, tag=tag, result=result, code=Exit.FAILED, reason=str(error))
+
+
+def _report(
+    console: Console, masker: Masker, *, environment: str, tag: str, result: str, code: int, reason: str
+) -> None:
     reason = "\n".join(printable(line) for line in masker.mask(reason).splitlines())
-    environment, tag = masker.mask(str(args.env)), masker.mask(str(args.tag))
+    environment, tag = masker.mask(environment), masker.mask(tag)
     console.print(command("error", f"deploy of {environment} {tag}: {result}: {reason}"))
-    summary = not_run_markdown(environment=environment, tag=tag, result=result, code=code, reason=reason)
+    title = "not deployed" if code != Exit.FAILED else "outcome unknown"
+    summary = not_run_markdown(environment=environment, tag=tag, result=result, code=code, reason=reason, title=title)
     try:
         append_summary(console.environ.get("GITHUB_STEP_SUMMARY"), summary)
     except OSError as e:  # the reason the deploy did not run matters more than its summary
-        console.error(f"cannot write the job summary ({e.strerror}); the error above says why nothing ran")
+        console.error(f"cannot write the job summary ({e.strerror}); the error line above says why")

@@ -12,6 +12,7 @@ from runner.cli.console import Console
 from runner.cli.errors import AgentRefused, AgentUnreachable, DeployFailed, Exit
 from runner.cli.follow import DEADLINE_MARGIN, Printer, follow, verify_status
 from runner.cli.github import append_summary, command, summary_markdown
+from runner.cli.refusal import not_followed
 from runner.core.secrets import Masker
 from runner.core.shapes import DeploymentDict
 from runner.core.text import printable
@@ -54,6 +55,10 @@ def watch(
             on_lost=lambda reason: console.error(f"lost contact with the agent ({reason}); still following"),
             after=after,
         )
+    except DeployFailed as e:  # accepted, but lost: no outcome to report, and still a trace in the job
+        if console.github:
+            not_followed(console, target.environment, target.tag, e, masker)
+        raise
     except KeyboardInterrupt:
         console.error(
             f"stopped following; deployment {deployment_id} goes on at the agent. Follow it with\n"

@@ -306,3 +306,27 @@ def test_verify_with_a_copy_older_than_the_agent_checks_what_it_reaches(
     result = cli.run("audit", "verify", str(copy), "--agent", url, cwd=tmp_path, env=agent(url))
     assert result.returncode == 0, result
     assert "1 newer audit head(s) lie beyond the copy's last record" in result.stderr
+
+
+def test_github_a_deploy_accepted_but_lost_leaves_an_error_and_a_summary(tmp_path: Path) -> None:
+    """Every exit path in GitHub mode: one that cannot be followed to its end (exit 1) says so there too."""
+    from runner.cli.client import ApiFailure
+    from runner.cli.errors import DeployFailed
+    from runner.cli.watch import Target, watch
+    from runner.core.secrets import Masker
+
+    class Gone:
+        url = "http://agent.test"
+
+        def deployment(self, deployment_id: str, **wait: object) -> object:
+            raise ApiFailure(404, "not_found", f"no deployment {deployment_id!r}", [])
+
+    summary = tmp_path / "summary.md"
+    out = io.StringIO()
+    console = Console(out=out, err=io.StringIO(), github=True, environ={"GITHUB_STEP_SUMMARY": str(summary)})
+    target = Target(environment="dev", tag="1.0.3", image="r/runtime:1.0.3")
+    with pytest.raises(DeployFailed, match="was accepted but cannot be followed"):
+        watch(console, Gone(), "abc", target=target, masker=Masker(()), seconds=5)  # type: ignore[arg-type]
+    assert out.getvalue().startswith("::error::deploy of dev 1.0.3: accepted, but its outcome is unknown here: ")
+    text = summary.read_text()
+    assert text.startswith("## deployplan: `dev` `1.0.3` outcome unknown\n") and "| exit code | 1 |" in text
