@@ -330,3 +330,19 @@ def test_github_a_deploy_accepted_but_lost_leaves_an_error_and_a_summary(tmp_pat
     assert out.getvalue().startswith("::error::deploy of dev 1.0.3: accepted, but its outcome is unknown here: ")
     text = summary.read_text()
     assert text.startswith("## deployplan: `dev` `1.0.3` outcome unknown\n") and "| exit code | 1 |" in text
+
+
+def test_a_secret_across_two_coloured_pieces_is_still_masked() -> None:
+    """Colour splits a step line into pieces; a secret value that spans two of them must not escape the mask."""
+    from runner.cli.follow import Printer
+    from runner.core.secrets import Masker
+
+    console = Console(out=Tty(), err=io.StringIO(), github=False, environ={})
+    out = io.StringIO()
+    printer = Printer(out=out, github=False, masker=Masker(["ull: Pull"]), style=console.style)
+    step = {"action": "pull", "name": "Pull the image", "state": "running", "started_at": None, "finished_at": None}
+    printer.steps({"steps": [step]})  # type: ignore[typeddict-item]
+    assert out.getvalue() == "[1/1] p**** the image ...\n"
+    plain = Printer(out=io.StringIO(), github=False, masker=Masker(["secret-value"]), style=console.style)
+    plain.steps({"steps": [step]})  # type: ignore[typeddict-item]
+    assert "\033[1mpull\033[0m" in plain.out.getvalue()  # type: ignore[attr-defined]
