@@ -15,6 +15,7 @@ from runner.core.chain import ChainBroken, ChainVerifier, Head, canonical, parse
 from runner.core.errors import DeployplanError
 
 CHUNK = 64 * 1024
+FULL_PAGE = 1000
 
 
 class CopyRefused(DeployplanError):
@@ -112,7 +113,10 @@ def _pages(client: AgentClient, *, after: int) -> Iterator[list[dict[str, Any]]]
         if records:
             yield records
             after = records[-1].get("seq", after)
-        if not answer.get("more") or not records:
+        more = answer.get("more")
+        if more is None:  # an agent that does not say: a full page (SPEC: at most 1000) may have more behind it
+            more = len(records) >= FULL_PAGE
+        if not more or not records:
             return
 
 
