@@ -346,3 +346,16 @@ def test_a_secret_across_two_coloured_pieces_is_still_masked() -> None:
     plain = Printer(out=io.StringIO(), github=False, masker=Masker(["secret-value"]), style=console.style)
     plain.steps({"steps": [step]})  # type: ignore[typeddict-item]
     assert "\033[1mpull\033[0m" in plain.out.getvalue()  # type: ignore[attr-defined]
+
+
+def test_pull_follows_the_pages_until_the_agent_says_no_more(
+    cli: Cli, tmp_path: Path, history: tuple[Api, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.reads
+
+    monkeypatch.setattr(agent.reads, "AUDIT_PAGE", 2)
+    api, url = history
+    copy = tmp_path / "copy.jsonl"
+    code, out, _ = pull(cli, url, copy)
+    server = (api.state_dir / "audit.jsonl").read_bytes()
+    assert code == 0 and copy.read_bytes() == server and len(server.splitlines()) > 2
