@@ -359,3 +359,4 @@ def test_pull_follows_the_pages_until_the_agent_says_no_more(
     code, out, _ = pull(cli, url, copy)
     server = (api.state_dir / "audit.jsonl").read_bytes()
     assert code == 0 and copy.read_bytes() == server and len(server.splitlines()) > 2
+    assert out.startswith(f"{copy}: {len(server.splitlines())} new record(s)")
