@@ -125,6 +125,9 @@ class Reads:
                 except docker.errors.NotFound:
                     return answer
                 answer["state"] = attrs["State"].get("Status", "unknown")
+                # Which container this is: a follower sees the runtime replaced by a deploy when these change.
+                answer["container_id"] = attrs["Id"]
+                answer["deployment_id"] = (attrs["Config"].get("Labels") or {}).get("deployplan.deployment-id")
                 found = read_logs(
                     client,
                     attrs["Id"],

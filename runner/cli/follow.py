@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from runner.cli.client import AgentClient, NotDelivered
 from runner.cli.errors import AgentRefused, AgentUnreachable, DeployFailed
@@ -30,20 +30,34 @@ def deadline_seconds(plan: Plan) -> int:
     return plan.pull.timeout + plan.stop_remove.stop_timeout + plan.verify.timeout + DEADLINE_MARGIN
 
 
+def _plain(text: str, *styles: str) -> str:
+    return text
+
+
 @dataclass
 class Printer:
-    """Step lines as they happen: plain lines, or one live line on a terminal; GitHub groups in GitHub mode."""
+    """Step lines as they happen: plain lines, or one live line on a terminal; GitHub groups in GitHub mode.
+
+    `style` (Console.style) adds colour and emphasis on a terminal: step names bold, success green, failure red.
+    """
 
     out: TextIO
     github: bool
     masker: Masker
     live: bool = False
+    style: Callable[..., str] = _plain
     _seen: dict[str, str] = field(default_factory=dict)
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, *parts: tuple[str, tuple[str, ...]]) -> None:
+        """`text` masked and made printable, then each (text, styles) part the same way, styled."""
         if self.live:
             self.out.write("\r\033[K")
-        self.out.write(printable(self.masker.mask(text)) + "\n")
+        whole = printable(self.masker.mask(text + "".join(t for t, _ in parts)))
+        pieces = [(printable(self.masker.mask(t)), styles) for t, styles in ((text, ()), *parts)]
+        # Masked piece by piece, a secret across two pieces would show: then the line goes out masked whole, plain.
+        if "".join(p for p, _ in pieces) == whole:
+            whole = "".join(self.style(p, *styles) for p, styles in pieces)
+        self.out.write(whole + "\n")
         self.out.flush()
 
     def steps(self, deployment: DeploymentDict) -> None:
@@ -55,16 +69,18 @@ class Printer:
                 continue
             self._seen[step["action"]] = state
             title = f"[{number}/{len(steps)}] {step['action']}: {step['name']}"
+            styled = (f"[{number}/{len(steps)}] ", ()), (f"{step['action']}", ("bold",)), (f": {step['name']}", ())
             if state == "skipped":
-                self.line(f"{title}: skipped")
+                self.line("", *styled, (": skipped", ("dim",)))
                 continue
             if previous == "pending":
                 if self.github:
                     self.line(command("group", title))
-                self.line(f"{title} ...")
+                self.line("", *styled, (" ...", ()))
             if state in ("succeeded", "failed"):
                 message = f" ({step['message']})" if step.get("message") else ""
-                self.line(f"{title}: {state} in {duration(step)}{message}")
+                colour = ("green",) if state == "succeeded" else ("red", "bold")
+                self.line("", *styled, (": ", ()), (str(state), colour), (f" in {duration(step)}{message}", ()))
                 if self.github:
                     self.line("::endgroup::")
         running = next((s for s in steps if s.get("state") == "running"), None)
@@ -160,7 +176,17 @@ def follow(
             time.sleep(PAUSE)  # contact lost, or an agent that answered without news: do not spin
 
 
-def verify_status(client: AgentClient, plan: Plan, deployment: DeploymentDict) -> str | None:
+class Target(Protocol):
+    """What a deploy was asked to run where: a Plan, or what a deployment says of itself."""
+
+    @property
+    def environment(self) -> str: ...
+
+    @property
+    def image(self) -> str: ...
+
+
+def verify_status(client: AgentClient, plan: Target, deployment: DeploymentDict) -> str | None:
     """None when /v1/status shows the environment running exactly the deployed image and digest, else why not."""
     entry: dict[str, Any] = dict(client.status(plan.environment).get("environments", {}).get(plan.environment) or {})
     if entry.get("state") != "running":

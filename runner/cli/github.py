@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +109,19 @@ def summary_markdown(
 
 
 def rules_summary(problems: Iterable[Problem], *, environment: str) -> str:
-    """The job summary of values that break their ENV_SCHEMA rule: one row each, nothing was sent."""
-    rows = [f"| {_code(p.field)} | {_cell(p.message)} |" for p in problems]
+    """The job summary of a dry run refused before sending: a row per missing variable or broken rule."""
     return (
         f"## deployplan: {_cell(environment)} refused before sending\n\n"
-        "Runtime variables break their rule in the variable table; nothing was sent to the agent.\n\n"
-        "| variable | problem |\n|---|---|\n" + "\n".join(rows) + "\n"
+        "Runtime variables are missing or break their rule in the variable table; nothing was sent to the agent.\n\n"
+        + problem_rows(problems)
     )
+
+
+def problem_rows(problems: Iterable[Problem]) -> str:
+    """A markdown table, a row per finding: the variable (or file) and what is wrong with it, both as inline code
+    (a finding may quote the input: a tag like `<img src=x>` must not draw)."""
+    rows = [f"| {_code(p.field or p.file)} | {_code(p.message)} |" for p in problems]
+    return "| variable | problem |\n|---|---|\n" + "\n".join(rows) + "\n"
 
 
 def append_summary(path: str | None, text: str) -> None:
@@ -134,3 +140,29 @@ def _code(value: object) -> str:
     """A value as inline code in a table cell: nothing in it is markdown or HTML (no link, image, heading or tag;
     GitHub makes no link of a URL in code either); a backtick in it cannot end the code span."""
     return "`" + _cell(value).replace("`", "'") + "`"
+
+
+def not_run_markdown(
+    *,
+    environment: str,
+    tag: str,
+    result: str,
+    code: int,
+    reason: str,
+    title: str = "not deployed",
+    problems: Sequence[Problem] = (),
+) -> str:
+    """The job summary of a deploy that never ran (refused, invalid, the agent unreachable): what and why. The
+    reason is text from elsewhere (the agent's message): escaped into <pre>, it cannot draw links or headings.
+    Findings of invalid input are a table instead, a row each."""
+    rows = [
+        "| | |",
+        "|---|---|",
+        f"| environment | {_code(environment)} |",
+        f"| tag | {_code(tag)} |",
+        f"| result | {_code(result)} |",
+        f"| exit code | {code} |",
+    ]
+    heading = f"## deployplan: {_code(environment)} {_code(tag)} {_cell(title)}"
+    why = problem_rows(problems) if problems else f"<pre>\n{html.escape(reason)}\n</pre>\n"
+    return f"{heading}\n\n" + "\n".join(rows) + "\n\n" + why

@@ -10,7 +10,7 @@ import yaml
 
 from runner.cli.console import Console
 from runner.cli.errors import Exit
-from runner.cli.lint import lint
+from runner.cli.lint import lint, plan_files
 from runner.cli.workflowcheck import DEFAULT_PATH as WORKFLOW_PATH
 from runner.core.plan import Plan, load_plan, read_plan_file
 
@@ -23,7 +23,15 @@ def cmd_lint(args: argparse.Namespace, console: Console) -> int:
         repository=args.repository or console.environ.get("GITHUB_REPOSITORY"),
     )
     console.problems(problems)
-    return Exit.FAILED if problems else Exit.OK
+    if problems:
+        return Exit.FAILED
+    plans = len(plan_files(args.paths or [Path("plans")]))
+    checked = [f"{plans} plan{'' if plans == 1 else 's'}", str(args.env_schema)]
+    if WORKFLOW_PATH.exists():
+        checked.append(str(WORKFLOW_PATH))
+    listed = ", ".join(checked[:-1]) + f" and {checked[-1]}"
+    console.print(f"{listed}: {console.style('no problems', 'green', 'bold')}")
+    return Exit.OK
 
 
 def load(args: argparse.Namespace, console: Console) -> Plan:

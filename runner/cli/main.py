@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "status": "runner.cli.reads:cmd_status",
     "history": "runner.cli.reads:cmd_history",
     "logs": "runner.cli.reads:cmd_logs",
+    "follow": "runner.cli.attach:cmd_follow",
     "prune": "runner.cli.prune:cmd_prune",
     "audit": "runner.cli.audit:cmd_audit",
     "check": "runner.cli.check:cmd_check",
@@ -61,16 +62,16 @@ def run(argv: Sequence[str], console: Console) -> int:
     except Answered as e:  # --help: argparse printed it
         return e.status
     except UsageError as e:
-        console.error(f"error: {e}")
+        console.error(f"{console.style('error:', 'red', 'bold', err=True)} {e}")
         return Exit.INVALID
     except InvalidInput as e:
         console.problems(e.problems)
         return Exit.INVALID
     except (AgentUnreachable, AgentRefused) as e:
-        console.error(f"error: {e}")
+        console.error(f"{console.style('error:', 'red', 'bold', err=True)} {e}")
         return Exit.AGENT
     except DeployFailed as e:
-        console.error(f"deploy failed: {e}")
+        console.error(f"{console.style('deploy failed:', 'red', 'bold', err=True)} {e}")
         return Exit.FAILED
     except DeployplanError as e:  # pragma: no cover - every subclass is mapped above
         console.error(f"error: {e}")

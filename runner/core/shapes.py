@@ -102,3 +102,5 @@ class LogsDict(TypedDict):
     state: str
     lines: list[LogLineDict]
     truncated: bool
+    container_id: NotRequired[str]
+    deployment_id: NotRequired[str | None]

@@ -52,7 +52,8 @@ def test_history_json_is_the_agents_list(cli: Cli, tmp_path: Path, agent_url: Ca
     [
         (["history", "--limit", "0"], "--limit must be a whole number from 1 to 200"),
         (["history", "--limit", "x"], "--limit must be a whole number from 1 to 200"),
-        (["logs"], "the following arguments are required: --env"),
+        (["logs"], "logs: name the environment, e.g. deployplan logs dev (or --env dev)"),
+        (["logs", "dev", "--env", "prod"], "logs: ENV 'dev' and --env 'prod' differ"),
         (["logs", "--env", "dev", "--tail", "5001"], "--tail must be a whole number from 1 to 5000"),
         (["logs", "--env", "dev", "--since", "yesterday"], "--since 'yesterday': use a duration like 90s"),
         (["logs", "--env", "dev", "--since", "2026-11-30T10:00:00"], "an RFC 3339 time with its offset"),

@@ -181,15 +181,25 @@ def test_in_github_actions_each_broken_rule_is_an_error_and_a_summary_row(
     }
     result = cli.run(*APPLY, cwd=workspace, env=env)
     assert result.returncode == 2
-    errors = [line for line in result.stdout.splitlines() if line.startswith("::error ")]
+    errors = [line for line in result.stdout.splitlines() if line.startswith("::error")]
     assert errors == [
+        "::error::deploy of dev 1.0.3: invalid input: nothing was sent (2 problem(s), each its own error line)",
         f"::error file={TABLE},line=15,col=30::RUNTIME_ENV: the value 'prod' breaks the rule 'environment': "
         "must be 'dev', the environment being deployed; nothing was sent",
         f"::error file={TABLE},line=17,col=37::RUNTIME_API_TOKEN: the value (secret, not shown) breaks the rule "
         "'at least 16 characters': must be at least 16 characters long; nothing was sent",
     ]
     text = summary.read_text()
-    assert "## deployplan: dev refused before sending" in text
-    assert "| `RUNTIME_ENV` | the value 'prod' breaks the rule 'environment'" in text
-    assert "| `RUNTIME_API_TOKEN` | the value (secret, not shown)" in text
+    assert text.startswith("## deployplan: `dev` `1.0.3` not deployed\n"), text
+    assert "| exit code | 2 |" in text
+    assert "| `RUNTIME_ENV` | `the value 'prod' breaks the rule 'environment'" in text
+    assert "| `RUNTIME_API_TOKEN` | `the value (secret, not shown)" in text
     assert SECRET[:4] not in text + result.stderr + result.stdout.replace(f"::add-mask::short-{SECRET[:4]}", "")
+    summary.unlink()
+    result = cli.run(*DRY_RUN, "--local", cwd=workspace, env=env)
+    assert result.returncode == 2
+    assert len([line for line in result.stdout.splitlines() if line.startswith("::error")]) == 2
+    text = summary.read_text()
+    assert text.startswith("## deployplan: dev refused before sending\n"), text
+    assert "| `RUNTIME_ENV` | `the value 'prod' breaks the rule 'environment'" in text
+    assert SECRET[:4] not in text
