@@ -29,3 +29,10 @@ def test_every_command_has_options_help_and_a_function() -> None:
 def test_the_shipped_schemas_are_valid_2020_12_schemas(name: str) -> None:
     """Checked here, once, rather than at every start of the CLI and the agent."""
     Draft202012Validator.check_schema(json.loads((REPO / "schemas" / name).read_text("utf-8")))
+
+
+def test_no_two_test_modules_share_a_name() -> None:
+    """pytest imports each test module by its basename (no packages here): two tiers with the same file name stop
+    the whole run at collection."""
+    names = sorted(p.name for p in (REPO / "tests").rglob("test_*.py"))
+    assert [n for n in set(names) if names.count(n) > 1] == []
