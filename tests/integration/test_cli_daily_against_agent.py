@@ -286,7 +286,8 @@ def test_github_mode_unreachable_exit_3_and_invalid_exit_2(cli: Cli, ws: Path, t
     assert "| exit code | 3 |" in (tmp_path / "a" / "summary.md").read_text()
     invalid = cli.run(
         "apply", "plans/runtime.yaml", "--env", "prod", "--tag", "1.0.0", "--repository", "acme/trader",
-        "--agent", "http://127.0.0.1:9", cwd=ws, env={**operator_env_for_nobody(), **_github(tmp_path / "b")},
+        "--agent", "http://127.0.0.1:9", cwd=ws,
+        env={**operator_env_for_nobody(), "RUNTIME_ENV": "prod", **_github(tmp_path / "b")},
     )  # fmt: skip
     assert invalid.returncode == 2
     assert "::error::deploy of prod 1.0.0: invalid input: nothing was sent: a prod deploy needs --confirm" in (

@@ -85,7 +85,11 @@ def test_the_agent_dependencies_are_not_there(lean: Cli, module: str) -> None:
 def test_the_cli_lints_and_dry_runs(lean: Cli, workspace: Path) -> None:
     assert lean.run("--version", cwd=workspace).stdout.startswith("deployplan ")
     linted = lean.run("lint", cwd=REPO)
-    assert (linted.returncode, linted.stdout, linted.stderr) == (0, "", "")
+    assert (linted.returncode, linted.stdout, linted.stderr) == (
+        0,
+        "1 plan, infra/ENV_SCHEMA.md and .github/workflows/deploy.yml: no problems\n",
+        "",
+    )
     dry = lean.run(
         "dry-run", "plans/runtime.yaml", "--env", "dev", "--tag", "1.0.3", "--repository", "acme/trader",
         cwd=workspace, env=RUNTIME_ENV,

@@ -170,18 +170,18 @@ def test_a_valid_token_whose_claims_do_not_allow_the_deploy_is_403(
 
 @pytest.mark.parametrize(
     "changes",
-    [
-        {},
-        {"repository": "ACME/Trader", "workflow_ref": f"ACME/Trader/{WORKFLOW}@{MAIN}"},  # GitHub's own casing
-        {"aud": ["https://other.example.test", AUDIENCE]},
-        {"exp": _ago(30)},  # within the 60 s leeway
-        {"iat": _ago(-30), "nbf": _ago(-30)},
-        {"ref": "refs/heads/release", "workflow_ref": f"{REPOSITORY}/{WORKFLOW}@refs/heads/release"},
+    [  # functions: the times are taken when the test runs, not when it is collected (minutes earlier in `make test`)
+        lambda: {},
+        lambda: {"repository": "ACME/Trader", "workflow_ref": f"ACME/Trader/{WORKFLOW}@{MAIN}"},  # GitHub's casing
+        lambda: {"aud": ["https://other.example.test", AUDIENCE]},
+        lambda: {"exp": _ago(30)},  # within the 60 s leeway
+        lambda: {"iat": _ago(-30), "nbf": _ago(-30)},
+        lambda: {"ref": "refs/heads/release", "workflow_ref": f"{REPOSITORY}/{WORKFLOW}@refs/heads/release"},
     ],
     ids=["plain", "repository-casing", "audience-list", "exp-in-leeway", "iat-in-leeway", "second-allowed-ref"],
 )
-def test_a_token_of_the_deploy_workflow_is_accepted(setup: Setup, changes: dict[str, Any]) -> None:
-    claims = setup.issuer.claims(**changes)
+def test_a_token_of_the_deploy_workflow_is_accepted(setup: Setup, changes: Callable[[], dict[str, Any]]) -> None:
+    claims = setup.issuer.claims(**changes())
     verified = setup.verifier().verify(setup.issuer.sign(setup.key, claims), environment="dev")
     assert verified.jti == claims["jti"]
     origin = verified.origin()
