@@ -170,6 +170,24 @@ def access_keys(ctx: Context) -> Iterator[Line]:
     yield Line("ok", "Access signing keys", f"{len(kids)} RS256 key(s) at {config.access_certs_url}")
 
 
+def github_oidc_keys(ctx: Context) -> Iterator[Line]:
+    config = ctx.config
+    if config is None or config.github is None:
+        return
+    issuer = config.github.issuer
+    try:
+        kids = fetch_key_ids(issuer, timeout=NETWORK_TIMEOUT, issuer=issuer)
+    except (OSError, ValueError) as e:
+        yield Line(
+            "FAIL",
+            "GitHub OIDC keys",
+            f"{e}: every real deploy would answer 503 auth_unavailable (DEPLOY_AGENT_GITHUB_ISSUER; GitHub's is "
+            "https://token.actions.githubusercontent.com)",
+        )
+        return
+    yield Line("ok", "GitHub OIDC keys", f"{len(kids)} RS256 key(s) named by {issuer}'s discovery document")
+
+
 def disk_space(ctx: Context) -> Iterator[Line]:
     if ctx.config is not None:
         yield free_space("state directory's filesystem", existing_ancestor(ctx.config.state_dir))
@@ -220,6 +238,7 @@ CHECKS: tuple[Check, ...] = (
     docker_engine,
     registry_login,
     access_keys,
+    github_oidc_keys,
     disk_space,
     bind_address,
 )

@@ -207,7 +207,9 @@ def _parse_jwks(body: bytes) -> dict[str, jwt.PyJWK]:
     return keys
 
 
-def fetch_key_ids(url: str, *, timeout: float = 5.0) -> list[str]:
-    """The key ids of the RS256 signing keys the JWKS at `url` serves now, fetched once and kept nowhere (for
-    `deploy-agent check`); raises OSError (unreachable, an HTTP error) or ValueError (no usable key)."""
-    return sorted(_parse_jwks(JwksCache(url, timeout=timeout)._download()))
+def fetch_key_ids(url: str, *, timeout: float = 5.0, issuer: str | None = None) -> list[str]:
+    """The key ids of the RS256 signing keys the JWKS at `url` serves now (with `issuer`: `url` is the issuer, and
+    its discovery document names the JWKS), fetched once and kept nowhere (for `deploy-agent check`); raises
+    OSError (unreachable, an HTTP error) or ValueError (no usable key, a discovery document of another issuer)."""
+    keys = JwksCache.discovered(issuer, name="check", timeout=timeout) if issuer else JwksCache(url, timeout=timeout)
+    return sorted(_parse_jwks(keys._download()))

@@ -131,3 +131,26 @@ def test_the_teams_access_keys_are_fetched_once_and_named(tmp_path: Path) -> Non
     assert failed.status == "FAIL"
     assert failed.reason.startswith(f"{served.url} answered HTTP 404: every authenticated request would answer 503")
     assert lines(good(tmp_path), access_keys) == []  # token auth: no keys to fetch
+
+
+def test_the_github_issuers_keys_are_fetched_through_its_discovery_document(tmp_path: Path) -> None:
+    from accesskeys import Jwks, Key
+    from agent.checks import github_oidc_keys
+    from githuboidc import agent_settings
+
+    served = Jwks()
+    served.serve(Key.new(), Key.new())
+    try:
+        environ = good(tmp_path, **agent_settings(served))
+        [fetched] = lines(environ, github_oidc_keys)
+        served.discovery = b'{"issuer": "https://token.actions.githubusercontent.com", "jwks_uri": "https://x/jwks"}'
+        [foreign] = lines(environ, github_oidc_keys)
+        served.discovery, served.status = None, 503
+        [down] = lines(environ, github_oidc_keys)
+    finally:
+        served.close()
+    assert (fetched.status, fetched.what) == ("ok", "GitHub OIDC keys")
+    assert fetched.reason == f"2 RS256 key(s) named by {served.issuer}'s discovery document"
+    assert foreign.status == "FAIL" and f"does not describe the issuer {served.issuer}" in foreign.reason
+    assert down.status == "FAIL" and "answered HTTP 503: every real deploy would answer 503" in down.reason
+    assert lines(good(tmp_path), github_oidc_keys) == []  # DEPLOY_AGENT_GITHUB_OIDC=off: no issuer to ask
