@@ -12,6 +12,7 @@ import docker
 
 from runner.core.secrets import Masker
 from runner.core.text import clip_line
+from runner.core.times import sortable
 
 
 @dataclass
@@ -72,7 +73,7 @@ def read_logs(
     kept: deque[LogLine] = deque()
     first: dict[str, LogLine] = {}
     size = 0
-    for time_, stream, raw, whole in heapq.merge(*streams, key=lambda item: _sortable(item[0])):
+    for time_, stream, raw, whole in heapq.merge(*streams, key=lambda item: sortable(item[0])):
         # What was kept of a long line may end inside a secret: mask that end too, then cut to the limit.
         masked = masker.mask(raw.decode("utf-8", "replace"), cut=whole > len(raw))
         text = clip_line(masked, line_limit, size=whole if whole > len(raw) else None)
@@ -112,13 +113,3 @@ def _lines(
             time_, buffer, size = None, bytearray(), 0
     if buffer or time_ is not None:
         yield time_, stream, bytes(buffer), size
-
-
-def _sortable(stamp: str | None) -> str:
-    # RFC 3339 with nanoseconds, trailing zeros trimmed by Docker: pad the fraction so text order is time order.
-    if not stamp:
-        return ""
-    head, dot, rest = stamp.partition(".")
-    if not dot:
-        return head.rstrip("Z") + ".000000000Z"
-    return f"{head}.{rest.rstrip('Z').ljust(9, '0')}Z"

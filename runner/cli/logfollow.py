@@ -20,22 +20,13 @@ from typing import NoReturn
 from runner.cli.client import AgentClient, ApiFailure
 from runner.cli.errors import AgentUnreachable
 from runner.core.shapes import LogLineDict, LogsDict
+from runner.core.times import sortable
 
 PAUSE = 1.0
 # A read between two polls asks for as many lines as the agent gives; more than that in one PAUSE is noted.
 READ_TAIL = 5000
 # Refusals that pass: the agent is busy (429) or Docker is away for a moment (503); following goes on.
 PASSING = (429, 503)
-
-
-def sortable(stamp: str | None) -> str:
-    """Docker's RFC 3339 time (nanoseconds, trailing zeros trimmed) padded so that text order is time order."""
-    if not stamp:
-        return ""
-    head, dot, rest = stamp.partition(".")
-    if not dot:
-        return head.rstrip("Z") + ".000000000Z"
-    return f"{head}.{rest.rstrip('Z').ljust(9, '0')}Z"
 
 
 @dataclass

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from runner.cli.client import ApiFailure
 from runner.cli.console import Console
 from runner.cli.errors import AgentRefused, DeployFailed, Exit, UsageError
-from runner.cli.github import append_summary, command, not_run_markdown, problem_rows
+from runner.cli.github import append_summary, command, not_run_markdown
 from runner.core.errors import DeployplanError, InvalidInput
 from runner.core.problems import Problem
 from runner.core.secrets import Masker
@@ -77,11 +77,10 @@ def _report(
             )
         )
     title = "not deployed" if code != Exit.FAILED else "outcome unknown"
-    summary = not_run_markdown(environment=environment, tag=tag, result=result, code=code, reason=reason, title=title)
-    if problems:
-        summary += "\n" + problem_rows(
-            Problem(p.file, p.line, p.col, p.field, masker.mask(p.message)) for p in problems
-        )
+    masked = [Problem(p.file, p.line, p.col, p.field, masker.mask(p.message)) for p in problems or ()]
+    summary = not_run_markdown(
+        environment=environment, tag=tag, result=result, code=code, reason=reason, title=title, problems=masked
+    )
     try:
         append_summary(console.environ.get("GITHUB_STEP_SUMMARY"), summary)
     except OSError as e:  # the reason the deploy did not run matters more than its summary

@@ -16,6 +16,16 @@ def parse(value: str | None) -> datetime | None:
         return None
 
 
+def sortable(stamp: str | None) -> str:
+    """Docker's RFC 3339 time (nanoseconds, trailing zeros trimmed) padded so that text order is time order."""
+    if not stamp:
+        return ""
+    head, dot, rest = stamp.partition(".")
+    if not dot:
+        return head.rstrip("Z") + ".000000000Z"
+    return f"{head}.{rest.rstrip('Z').ljust(9, '0')}Z"
+
+
 # `since` (of /v1/logs): at most this many seconds back.
 MAX_SINCE_SECONDS = 10 * 365 * 86400
 

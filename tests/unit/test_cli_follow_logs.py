@@ -14,7 +14,8 @@ from conftest import InProcessCli as Cli
 from runner.cli import logfollow
 from runner.cli.client import ApiFailure
 from runner.cli.errors import AgentUnreachable
-from runner.cli.logfollow import READ_TAIL, Cursor, follow_logs, sortable
+from runner.cli.logfollow import READ_TAIL, Cursor, follow_logs
+from runner.core.times import sortable
 
 
 def line(time: str, text: str, stream: str = "stdout") -> dict[str, Any]:

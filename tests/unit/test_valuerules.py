@@ -192,6 +192,7 @@ def test_in_github_actions_each_broken_rule_is_an_error_and_a_summary_row(
     text = summary.read_text()
     assert text.startswith("## deployplan: `dev` `1.0.3` not deployed\n"), text
     assert "| exit code | 2 |" in text
+    assert "<pre>" not in text  # the findings are the table's rows, not a second copy of them
     assert "| `RUNTIME_ENV` | `the value 'prod' breaks the rule 'environment'" in text
     assert "| `RUNTIME_API_TOKEN` | `the value (secret, not shown)" in text
     assert SECRET[:4] not in text + result.stderr + result.stdout.replace(f"::add-mask::short-{SECRET[:4]}", "")
