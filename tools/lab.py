@@ -14,9 +14,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
@@ -51,6 +53,26 @@ def free_port() -> int:
                 continue
             return int(sock.getsockname()[1])
     raise LabError(f"no free port in {PORTS_VARIABLE}={low}-{high}")
+
+
+class LoopbackHttp:
+    """A threaded HTTP server on a free loopback port, for the stand-ins of outside services (GitHub's API,
+    Cloudflare's edge) in the tests."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
 
 
 def port_range(text: str) -> tuple[int, int]:
