@@ -1,7 +1,7 @@
 """The deploy job's install, run for real: deploy.yml's install step in a fresh venv, from PyPI, hash-checked.
 
-What it leaves is the CLI alone: exactly the lock's packages and deployplan, `lint`, `dry-run` and `apply` work,
-and the agent's dependencies are not there (importing them fails; `deploy-agent` says what to install).
+What it leaves is the CLI alone: exactly the lock's packages and deployplan, `lint`, `dry-run`, `check` and
+`apply` work, and the agent's dependencies are not there (importing them fails; `deploy-agent` says what to install).
 """
 
 from __future__ import annotations
@@ -113,10 +113,18 @@ def test_the_lean_cli_applies_through_a_real_agent(
     plan = workspace / "plans" / "runtime.yaml"
     plan.write_text(plan.read_text().replace("ghcr.io/{{ repository }}/runtime:", f"{registry}/{{{{ repository }}}}:"))
     agent = make_agent()
+    env = {**RUNTIME_ENV, "DEPLOY_AGENT_TOKEN": agent.token}
+
+    # deploy.yml's step before apply, from the same lean venv: every check, the agent's and the registry's too.
+    checked = lean.run(
+        "check", "--env", "dev", "--tag", "1.0.0", "--repository", path, "--agent", agent.url, cwd=workspace, env=env
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "\n0 FAIL, 0 warn, " in checked.stdout and "registry: the registry has" in checked.stdout
 
     result = lean.run(
         "apply", "plans/runtime.yaml", "--env", "dev", "--tag", "1.0.0", "--repository", path, "--agent", agent.url,
-        cwd=workspace, env={**RUNTIME_ENV, "DEPLOY_AGENT_TOKEN": agent.token},
+        cwd=workspace, env=env,
     )  # fmt: skip
 
     assert result.returncode == 0, result.stdout + result.stderr
