@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from runner.cli.client import AgentClient, ApiFailure
 from runner.cli.errors import AgentUnreachable
+from runner.core.secrets import MASK
 from runner.core.shapes import LogLineDict, LogsDict
 from runner.core.times import sortable
 
@@ -48,18 +49,33 @@ class Cursor:
         """The lines of an answer not printed yet, in order; they count as printed from now on."""
         new: list[LogLineDict] = []
         here: Counter[tuple[str, str]] = Counter()  # each line at `newest` in this answer, by stream and text
+        streams: set[str] = set()
         for line in lines:
             key, ident = sortable(line.get("time")), (str(line.get("stream")), str(line.get("text")))
+            first_of_stream = ident[0] not in streams
+            streams.add(ident[0])
             if key < self.newest:
                 continue
             if key > self.newest:
                 self.newest, self.at_newest, here = key, Counter(), Counter()
+            elif first_of_stream and self._printed_with_its_start_masked(ident):
+                continue
             here[ident] += 1
             if here[ident] <= self.at_newest[ident]:
                 continue  # the same line at the same time, printed by an earlier read
             self.at_newest[ident] += 1
             new.append(line)
         return new
+
+    def _printed_with_its_start_masked(self, ident: tuple[str, str]) -> bool:
+        """Whether a stream's first line of a `since` read is a line printed already at this time, read again
+        with its start masked: the agent masks that start as cut (a read may begin inside a long line), so a
+        line that begins with the end of a secret comes back as `****` and the rest of it."""
+        stream, text = ident
+        if ident in self.at_newest or not text.startswith(MASK):
+            return False
+        rest = text[len(MASK) :]
+        return any(s == stream and printed.endswith(rest) and printed != text for s, printed in self.at_newest)
 
     def gap(self, answer: LogsDict, before: str) -> bool:
         """Whether lines may be missing between the last read and this one: the overlap with it is gone, cut

@@ -182,3 +182,42 @@ def test_follow_of_an_environment_not_served_exits_3(cli: Cli, tmp_path: Path, d
         "logs", "staging", "--follow", cwd=tmp_path, env={"DEPLOY_AGENT_URL": dev_url, "DEPLOY_AGENT_TOKEN": TOKEN}
     )
     assert result.returncode == 3 and "404 not_found" in result.stderr
+
+
+def test_a_line_read_again_with_its_start_masked_as_cut_is_not_printed_twice(
+    cli: Cli, tmp_path: Path, make_api: Callable[..., Api], serve: Callable[[Api], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent masks the start of the first line of a `since` read as if cut there (a read may begin inside a
+    long line). A line that begins with the end of a secret ("value" of "s3cret-api-token-value") comes back
+    from the next read as "****=42 accepted": the same line, already printed, not a new one."""
+    from agent.auditlog import AuditLog
+
+    api = make_api(docker=runtime([(t(1), "stdout", "value=42 accepted")]))
+    record_deployment(AuditLog(api.state_dir / "audit.jsonl"), "d1", "dev", "1.0.0", "succeeded")
+    reads = []
+
+    def pause(seconds: float) -> None:
+        reads.append(seconds)
+        if len(reads) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(logfollow, "_sleep", pause)
+    env = {"DEPLOY_AGENT_URL": serve(api), "DEPLOY_AGENT_TOKEN": TOKEN}
+    result = cli.run("logs", "dev", "--follow", cwd=tmp_path, env=env)
+    assert result.returncode == 130
+    assert result.stdout.splitlines() == [f"{t(1)} value=42 accepted"]
+
+
+@pytest.mark.parametrize(
+    ("again", "printed"),
+    [
+        (line(t(2), "****=42 accepted"), ["value=42 accepted"]),  # the same line, its start masked as cut
+        (line(t(2), "****=42 accepted", "stderr"), ["value=42 accepted", "****=42 accepted"]),  # another stream
+        (line(t(3), "****=42 accepted"), ["value=42 accepted", "****=42 accepted"]),  # a later line
+        (line(t(2), "****=43 accepted"), ["value=42 accepted", "****=43 accepted"]),  # another text
+    ],
+)
+def test_only_a_masked_copy_of_a_printed_line_is_dropped(again: dict[str, Any], printed: list[str]) -> None:
+    cursor = Cursor()
+    reads = [[line(t(2), "value=42 accepted")], [again]]
+    assert [item["text"] for answer in reads for item in cursor.fresh(answer)] == printed  # type: ignore[arg-type]
