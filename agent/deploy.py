@@ -58,7 +58,8 @@ class Deployment:
     masker: Masker = field(init=False)
 
     def __post_init__(self) -> None:
-        self.masker = self.request.masker()
+        # The runtime's secret values and the server's registry password: a pull's failure quotes the registry.
+        self.masker = self.request.masker(also=[self.config.registry_password])
 
     def run(self) -> None:
         """The four steps, in order; the failure path is right here."""

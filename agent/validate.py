@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,9 +63,11 @@ class DeployRequest:
             **({"github_oidc": self.github_oidc} if self.github_oidc is not None else {}),
         }
 
-    def masker(self) -> Masker:
-        """Masks every value but the public ones in text from the runtime (too short ones say nothing)."""
-        return Masker(value for name, value in self.env.items() if name not in self.public)
+    def masker(self, *, also: Iterable[str | Secret | None] = ()) -> Masker:
+        """Masks every value but the public ones in text from the runtime (too short ones say nothing), and the
+        server's own secrets given in `also`."""
+        values = [value for name, value in self.env.items() if name not in self.public]
+        return Masker(values + [value for value in also if value is not None])
 
 
 def check_request(body: Any, config: Config) -> tuple[DeployRequest | None, list[Finding]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -559,3 +560,23 @@ def test_a_secret_cut_by_dockers_health_output_limit_shows_no_part(config: Confi
 
     message = run.record("step_failed", "verify")["message"]
     assert TOKEN[:4] not in message and message.endswith("****..."), message[-40:]
+
+
+def test_a_pull_failure_that_echoes_the_registry_password_shows_no_part_of_it(tmp_path: Path, ledger: Ledger) -> None:
+    """The dry run's registry answer never holds the server's registry password; a pull step's failure, which goes
+    to the audit log, /v1/deployments, the page and the job summary, must not either."""
+    password = "registry-pass-7f3a91c2"
+    config = load_config(
+        {
+            **AGENT_ENV,
+            "DEPLOY_AGENT_STATE_DIR": str(tmp_path),
+            "DEPLOY_AGENT_REGISTRY_USERNAME": "deployer",
+            "DEPLOY_AGENT_REGISTRY_PASSWORD": password,
+        }
+    )
+    message = f"pull of {REPOSITORY}:1.0.3 failed: Get https://registry/v2/: unauthorized: login {password} refused"
+    run = deploy(config, ledger, Recorder(fail_at="pull", message=message), FakeDocker())
+
+    failed = run.record("step_failed", "pull")["message"]
+    assert password not in failed and password not in json.dumps(run.state())
+    assert failed.endswith("unauthorized: login **** refused")
