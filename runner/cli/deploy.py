@@ -21,6 +21,7 @@ from runner.core.plan import Plan
 from runner.core.problems import Problem
 from runner.core.secrets import Masker, Secret, reveal
 from runner.core.steps import describe
+from runner.core.text import printable
 
 
 def _variables(args: argparse.Namespace, console: Console) -> tuple[EnvSchema, dict[str, str | Secret], list[str]]:
@@ -67,7 +68,7 @@ def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"with the runtime variables of {schema.path}:")
         for var in schema.variables:
             unset = "MISSING" if var.required else "(not set, optional)"
-            console.print(f"  {var.name}={values.get(var.name, unset)}")
+            console.print(f"  {var.name}={printable(str(values.get(var.name, unset)))}")
         _require_in_dry_run(schema, missing, console, environment=plan.environment)
     else:
         _require_in_dry_run(schema, missing, console, environment=plan.environment)

@@ -90,6 +90,15 @@ def test_dry_run_local_asks_no_agent_even_with_deploy_agent_url(cli: Cli, worksp
     assert result.stderr == ""
 
 
+def test_dry_run_local_shows_a_value_escaped_never_acted_on(cli: Cli, workspace: Path) -> None:
+    # A bidi override and a terminal control in a public value: printed as escapes (and refused by its rule).
+    env = {**RUNTIME_ENV, "RUNTIME_ENV": "dev\u202e\x1b[2J"}
+    result = cli.run("dry-run", *APPLY[1:], "--local", cwd=workspace, env=env)
+    assert result.returncode == 2
+    assert "  RUNTIME_ENV=dev\\u202e\\x1b[2J\n" in result.stdout
+    assert "\u202e" not in result.stdout and "\x1b" not in result.stdout
+
+
 def test_dry_run_says_it_asks_the_agent_of_deploy_agent_url(cli: Cli, workspace: Path) -> None:
     env = {**RUNTIME_ENV, "DEPLOY_AGENT_URL": "http://127.0.0.1:9"}
     result = cli.run("dry-run", *APPLY[1:], cwd=workspace, env=env)
