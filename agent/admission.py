@@ -102,7 +102,7 @@ class Admission:
             raise
         return replace(request, origin=verified.origin(), github_oidc=verified.audited())
 
-    def may_deploy(self, request: DeployRequest, *, actor: str, token: str | None) -> dict[str, Any]:
+    def _may_deploy(self, request: DeployRequest, *, actor: str, token: str | None) -> dict[str, Any]:
         """For a dry run: whether this caller could deploy it, as `GET /v1/whoami` says (the identity's right), and,
         when the dry run carries a GitHub OIDC token under `required`, whether that token would be accepted now.
 
@@ -122,7 +122,7 @@ class Admission:
             answer.update(may_deploy=False, may_deploy_reason=e.message)
         return answer
 
-    def dry_run(self, request: DeployRequest, *, actor: str) -> dict[str, Any]:
+    def dry_run(self, request: DeployRequest, *, actor: str, token: str | None) -> dict[str, Any]:
         """What a deploy would do now, from the same step builders the deploy uses, whether the registry has the
         tag (asked with the server's credentials, nothing pulled) and whether this caller may deploy; touches
         nothing."""
@@ -152,7 +152,7 @@ class Admission:
             "env": sorted(request.env),
             "actions": [{"step": step, "description": text} for step, text in describe(plan, facts)],
             "current": environment_entry(current[environment.name], last),
-            "may_deploy": may_deploy(self.config, actor, environment.name),
+            **self._may_deploy(request, actor=actor, token=token),
             "registry": ask_registry(self.docker.connect, plan.image, auth=registry_auth(self.config)),
         }
 

@@ -64,10 +64,7 @@ def deploy() -> tuple[Response, int]:
     services().admission.authorize(deploy_request, actor=g.actor)
     token = request.headers.get(GITHUB_OIDC_HEADER)
     if deploy_request.dry_run:
-        answer = services().admission.dry_run(deploy_request, actor=g.actor)
-        # whoami's right plus, under DEPLOY_AGENT_GITHUB_OIDC=required with a token, whether the token would pass
-        answer.update(services().admission.may_deploy(deploy_request, actor=g.actor, token=token))
-        return jsonify(answer), 200
+        return jsonify(services().admission.dry_run(deploy_request, actor=g.actor, token=token)), 200
     deploy_request = services().admission.trust(deploy_request, actor=g.actor, token=token)
     return jsonify(services().admission.deploy(deploy_request, actor=g.actor)), 202
 
