@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,8 @@ from agent.ledger import Ledger
 from agent.logs import log
 from agent.reads import environment_entry, last_deployments
 from agent.recovery import lock_for_change, released_on_failure
-from agent.registry import ask_registry, registry_auth
+from agent.registry import ask_registry, not_asked, registry_auth
+from agent.threadshares import RegistryLookups
 from agent.validate import DeployRequest, check_request
 from agent.volumes import missing_sources
 from runner.core.facts import Facts
@@ -55,6 +56,8 @@ class Admission:
     lock_path: Path
     # With DEPLOY_AGENT_GITHUB_OIDC=required: the checker of the deploy job's GitHub OIDC token.
     github: GithubOidcVerifier | None = None
+    # The dry runs of this worker waiting on the registry: at most a quarter of its threads.
+    registry_lookups: RegistryLookups = field(default_factory=RegistryLookups)
 
     def check(self, body: Any, *, actor: str) -> DeployRequest:
         """The request that passed every check, or Refused with every finding (a refused deploy, not a dry run,
@@ -153,8 +156,17 @@ class Admission:
             "actions": [{"step": step, "description": text} for step, text in describe(plan, facts)],
             "current": environment_entry(current[environment.name], last),
             **self._may_deploy(request, actor=actor, token=token),
-            "registry": ask_registry(self.docker.connect, plan.image, auth=registry_auth(self.config)),
+            "registry": self._ask_registry(plan.image),
         }
+
+    def _ask_registry(self, image: str) -> dict[str, Any]:
+        """The registry's answer, unless a quarter of this worker's threads already wait on it: then at once,
+        not asked (a stalled registry must not let dry runs, which any reader may send, fill every thread)."""
+        lookups = self.registry_lookups
+        with lookups.slot() as may_ask:
+            if not may_ask:
+                return not_asked(image, slots=lookups.slots, threads=lookups.threads)
+            return ask_registry(self.docker.connect, image, auth=registry_auth(self.config))
 
     def deploy(self, request: DeployRequest, *, actor: str) -> dict[str, Any]:
         """Take the lock, record the deployment, start it in the background; answers before any step runs."""

@@ -13,9 +13,10 @@ from agent.logs import GUNICORN_LOGCONFIG
 worker_class = "gthread"
 workers = 2
 # A thread is held for a whole request: a follower's long poll (at most 25 s) and a client that sends its
-# headers slowly hold one each. 16 per worker leave room for a handful of both while status answers at once;
-# idle keep-alive connections wait in the worker's poller, not in a thread. Long polls may hold at most half
-# of them (agent/longpolls.py): one beyond that answers at once, so status and /healthz always find a thread.
+# headers slowly hold one each, and so does a dry run while the registry answers. 16 per worker leave room for a
+# handful of each while status answers at once; idle keep-alive connections wait in the worker's poller, not in a
+# thread. Long polls may hold at most half of them and dry runs' registry lookups a quarter (agent/threadshares.py):
+# one beyond that answers at once, so status and /healthz always find a thread.
 threads = 16
 keepalive = 5
 # No worker recycling: a recycled worker would cut a running deploy short.
@@ -33,7 +34,8 @@ forwarded_allow_ips = "127.0.0.1"
 
 
 def post_worker_init(worker: Any) -> None:
-    """Size the worker's long-poll slots from its real thread count (`--threads` may override the one above)."""
-    from agent.longpolls import size_for_worker
+    """Size the worker's long-poll and registry-lookup slots from its real thread count (`--threads` may override
+    the one above)."""
+    from agent.threadshares import size_for_worker
 
     size_for_worker(worker)

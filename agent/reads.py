@@ -16,9 +16,9 @@ from agent.containerlogs import read_logs
 from agent.dockerio import DOCKER_ERRORS, DockerAccess
 from agent.errors import AuditBroken, DockerUnavailable, NotFound
 from agent.ledger import Ledger
-from agent.longpolls import LongPolls
 from agent.recovery import reconcile
 from agent.state import State
+from agent.threadshares import LongPolls
 from runner import __version__
 from runner.core.facts import Observed
 from runner.core.secrets import Masker

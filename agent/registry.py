@@ -7,14 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 import docker.errors
+import requests
 
 from agent.config import Config
 from agent.dockerio import DOCKER_ERRORS, Connect
 from runner.core.secrets import Secret, reveal
 from runner.core.text import shorten
 
-# The dry run answers synchronously, through a tunnel that cuts answers after 100 s: the registry gets this long.
-REGISTRY_TIMEOUT = 30
+# The dry run answers synchronously and holds a request thread meanwhile: a registry that stalls is answered as
+# one that cannot be reached after this long (a registry that answers at all does so in a second or two).
+REGISTRY_TIMEOUT = 10
 REASON_CHARS = 300
 
 
@@ -35,6 +37,9 @@ def ask_registry(connect: Connect, image: str, *, auth: dict[str, str | Secret] 
     except docker.errors.APIError as e:
         said = str(e.explanation or e).strip()
         return {"found": False, "reason": _masked(f"the registry does not give {image}: {said}", revealed)}
+    except requests.Timeout:
+        reason = f"the registry did not answer about {image} within {REGISTRY_TIMEOUT} s (asked through Docker)"
+        return {"found": False, "reason": reason}
     except DOCKER_ERRORS as e:
         reason = f"Docker is unreachable, so the registry could not be asked about {image}: {e}"
         return {"found": False, "reason": _masked(reason, revealed)}
@@ -49,3 +54,14 @@ def _masked(reason: str, auth: dict[str, str] | None) -> str:
     if auth and auth.get("password"):
         reason = reason.replace(auth["password"], "****")
     return shorten(reason, REASON_CHARS)
+
+
+def not_asked(image: str, *, slots: int, threads: int) -> dict[str, Any]:
+    """The answer of a dry run that found this worker's registry lookups all taken (`RegistryLookups`): the
+    registry was not asked, so whether it has the tag is unknown. `found` stays false, as for any tag not
+    confirmed, and `busy` tells a client to ask again rather than push the tag."""
+    reason = (
+        f"not asked about {image}: the agent is busy asking the registry for other dry runs (at most {slots} at "
+        f"once in each worker, a quarter of its {threads} threads); ask again in a few seconds"
+    )
+    return {"found": False, "busy": True, "reason": reason}

@@ -110,6 +110,9 @@ def dry_run(answer: Mapping[str, Any], *, tag: str) -> list[Check]:
         checks.append(warn("registry", "this agent's dry run does not ask the registry; the tag is not checked"))
     elif registry.get("found") is True:
         checks.append(ok("registry", f"the registry has {answer.get('image')} ({registry.get('digest')})"))
+    elif registry.get("busy") is True:  # not asked: unsure, not a "no"
+        reason = registry.get("reason") or "the agent was busy and did not ask the registry"
+        checks.append(warn("registry", reason))
     else:
         checks.append(
             fail(

@@ -76,6 +76,8 @@ def readiness_lines(answer: dict[str, Any]) -> list[str]:
     registry = answer.get("registry") or {}
     if registry.get("found") is True:
         found = f"has {answer.get('image')} ({printable(str(registry.get('digest')))})"
+    elif registry.get("busy") is True:
+        found = f"NOT ASKED: {printable(str(registry.get('reason') or 'the agent is busy'))}"
     else:
         found = f"NOT FOUND: {printable(str(registry.get('reason') or 'the agent did not say'))}"
     may = answer.get("may_deploy")
@@ -85,16 +87,25 @@ def readiness_lines(answer: dict[str, Any]) -> list[str]:
 
 def refusal(answer: dict[str, Any]) -> str | None:
     """Why a deploy of this dry run would not go through (the registry lacks the tag, the caller may not deploy),
-    or None."""
-    reasons = []
+    or why it could not be judged (the agent was too busy to ask the registry: ask again), or None."""
     registry = answer.get("registry") or {}
-    if registry.get("found") is not True:
+    busy = registry.get("found") is not True and registry.get("busy") is True
+    reasons = []
+    if registry.get("found") is not True and not busy:
         reasons.append(f"the registry does not have it ({printable(str(registry.get('reason') or 'not said'))})")
     if answer.get("may_deploy") is not True:
         reasons.append(f"this caller may not deploy to {answer.get('environment')} (DEPLOY_AGENT_DEPLOYERS_<ENV>)")
-    if not reasons:
-        return None
-    return f"a deploy of {answer.get('image')} would not go through: " + "; ".join(reasons) + "; nothing was touched"
+    image = answer.get("image")
+    if reasons:
+        unasked = "; the registry was not asked (the agent was busy)" if busy else ""
+        return f"a deploy of {image} would not go through: " + "; ".join(reasons) + f"{unasked}; nothing was touched"
+    if busy:
+        # Not a "no": the tag may well be there, and the same dry run a moment later finds out.
+        return (
+            f"the agent is busy asking the registry for other dry runs, so it did not ask whether it has {image}; "
+            "ask again in a few seconds; nothing was touched"
+        )
+    return None
 
 
 def change_lines(current: dict[str, Any], *, image: str) -> list[str]:

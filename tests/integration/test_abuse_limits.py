@@ -1,6 +1,6 @@
 """Limits under abuse, against the real agent under gunicorn and real Docker: a reader holding a valid identity
-cannot read a fragment of a secret through a cut, starve the agent with long polls, or fill its disk with
-refusals."""
+cannot read a fragment of a secret through a cut, starve the agent with long polls or with dry runs that wait on
+a stalled registry, or fill its disk with refusals."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import docker
 import pytest
 import requests
 
-from realparts import RUNTIME_ENV, Agent, Images, plan_data
+import lab
+from realparts import PREFIX, RUNTIME_ENV, Agent, AgentFactory, Images, plan_data
 
 SECRET = "s3cr3t-Value-0123456789"  # 23 characters, as in the review
 # The secret starts 10 bytes before the end of Docker's first 16 KiB piece: 13 characters fall in the second.
@@ -86,6 +87,50 @@ def test_64_long_polls_leave_healthz_and_status_answering(agent: Agent, images: 
     assert all(code == 200 for code, _ in answers)
     # Two workers of 16 threads hold at most 16 long polls; the others answered at once, not after 25 s.
     assert sum(took < 15 for _, took in answers) >= 64 - 16, sorted(took for _, took in answers)
+
+
+def test_64_dry_runs_on_a_registry_that_never_answers_leave_healthz_and_status_answering(
+    make_agent: AgentFactory,
+) -> None:
+    """Found in review: each dry run waited on the registry (25 s when it never answers), no bound counted them,
+    and 64 readers' dry runs stopped /healthz and /v1/status."""
+    with lab.silent_registry() as port:
+        silent = Images(repository=f"127.0.0.1:{port}/{PREFIX}-silent/runtime", digests={})
+        agent = make_agent(environments=("dev",), extra_env={"DEPLOY_AGENT_IMAGE_REPOSITORY": silent.repository})
+        body = {"plan": plan_data(silent, "1.0.0"), "env": RUNTIME_ENV, "dry_run": True}
+
+        def dry_run(_: int) -> tuple[int | str, dict[str, object], float]:
+            started = time.monotonic()
+            try:
+                answer = requests.post(f"{agent.url}/v1/deploy", json=body, headers=agent.headers(), timeout=40)
+            except requests.Timeout:
+                return "no answer within 40 s", {}, time.monotonic() - started
+            return answer.status_code, answer.json().get("registry", answer.json()), time.monotonic() - started
+
+        def probe(path: str) -> int | str:
+            try:
+                return requests.get(f"{agent.url}{path}", headers=agent.headers(), timeout=5).status_code
+            except requests.Timeout:
+                return "no answer within 5 s"
+
+        with ThreadPoolExecutor(max_workers=64) as pool:
+            runs = [pool.submit(dry_run, n) for n in range(64)]
+            time.sleep(2)  # every dry run has reached a worker
+            probes = [probe(path) for _ in range(3) for path in ("/healthz", "/v1/status")]
+            answers = [run.result() for run in runs]
+
+    assert probes == [200] * 6
+    assert {code for code, _, _ in answers} == {200}, answers  # a dry run is never a refusal
+    asked = [(registry, took) for _, registry, took in answers if registry.get("busy") is not True]
+    busy = [(registry, took) for _, registry, took in answers if registry.get("busy") is True]
+    # Two workers of 16 threads ask the registry at most 4 times each at once; the others answered at once.
+    assert len(asked) <= 8 and len(busy) >= 64 - 8, (len(asked), len(busy))
+    assert all(took < 5 for _, took in busy), sorted(took for _, took in busy)
+    busy_reason = f"not asked about {silent.repository}:1.0.0: the agent is busy asking the registry"
+    assert all(str(registry["reason"]).startswith(busy_reason) for registry, _ in busy), busy[:1]
+    for registry, took in asked:
+        assert registry["found"] is False and took < 15, (registry, took)
+        assert f"did not answer about {silent.repository}:1.0.0 within 10 s" in str(registry["reason"])
 
 
 def test_300_refusals_across_workers_leave_31_records_and_one_count(agent: Agent, images: Images) -> None:

@@ -3,12 +3,10 @@ and clients that send their headers slowly (the agent under gunicorn, real Docke
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -258,36 +256,9 @@ def test_prune_during_a_deploy_is_409(agent: Agent, images: Images) -> None:
 # -- a registry that accepts the connection and then says nothing
 
 
-@contextlib.contextmanager
-def silent_registry() -> Iterator[int]:
-    """A TCP port that accepts connections and never answers (a hung registry)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", lab.free_port()))
-    server.listen(50)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError, OSError):
-                held.append(server.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        for connection in held:
-            connection.close()
-        server.close()
-
-
 def test_a_pull_from_a_registry_that_never_answers_ends_at_the_plans_timeout(make_agent: AgentFactory) -> None:
     """Found in review: the SDK's pull had no socket timeout, so a plan's 3 s became the engine's 25 s (or more)."""
-    with silent_registry() as port:
+    with lab.silent_registry() as port:
         silent = Images(repository=f"127.0.0.1:{port}/{PREFIX}-silent/runtime", digests={})
         agent = make_agent(extra_env={"DEPLOY_AGENT_IMAGE_REPOSITORY": silent.repository})
         plan = plan_data(silent, "1.0.0")

@@ -15,7 +15,7 @@ import pytest
 from agent import gunicorn_conf
 from agent.auditlog import AuditError, AuditLog
 from agent.lock import try_lock
-from agent.longpolls import LongPolls
+from agent.threadshares import LongPolls
 from conftest import DEV_VOLUME, RUNTIME_ENV, Api, plan, record_deployment
 from fakedocker import FakeContainer, FakeDocker
 from runner.core.chain import verify_lines
