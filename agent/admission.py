@@ -128,7 +128,8 @@ class Admission:
     def dry_run(self, request: DeployRequest, *, actor: str, token: str | None) -> dict[str, Any]:
         """What a deploy would do now, from the same step builders the deploy uses, whether the registry has the
         tag (asked with the server's credentials, nothing pulled) and whether this caller may deploy; touches
-        nothing."""
+        nothing. A server-owned precondition the deploy would refuse on (a missing mount source) is refused the
+        same way, 503 `server_not_ready`, but not audited: a dry run is a question."""
         plan, environment = request.plan, request.environment
         known_digest, last = self.ledger.read(
             lambda s: (s.digests.get(plan.image), last_deployments(s, [environment.name])[environment.name])
@@ -136,6 +137,9 @@ class Admission:
         current, docker_ok = self.docker.observe_all({environment.name: environment.container})
         if not docker_ok:
             raise DockerUnavailable("Docker is unreachable: cannot tell what would change")
+        missing = self._missing_mount_sources(request)
+        if missing is not None:
+            raise missing
         target = self.config.target(environment.name)
         facts = Facts(
             target=target,
@@ -198,17 +202,25 @@ class Admission:
     def _require_mount_sources(self, request: DeployRequest, *, actor: str) -> None:
         """Every bind source of the environment is there, checked again right before the pull: one removed since
         the agent started refuses the deploy (audited, nothing touched) instead of failing after the stop."""
+        error = self._missing_mount_sources(request)
+        if error is not None:
+            self._audit_refusal(error, actor=actor, environment=request.environment.name)
+            raise error
+
+    @staticmethod
+    def _missing_mount_sources(request: DeployRequest) -> ServerNotReady | None:
+        """The refusal of a deploy (and of its dry run) whose environment lacks a bind source, naming the variable
+        and each path; None when every source is there."""
         environment = request.environment
         variable = f"DEPLOY_AGENT_VOLUMES_{environment.name.upper()}"
         missing = missing_sources(variable, environment.volumes)
-        if missing:
-            error = ServerNotReady(
-                f"the server is not ready to deploy {environment.name}: {len(missing)} mount source(s) missing; "
-                "nothing was touched",
-                [{"path": variable, "message": m.partition(": ")[2]} for m in missing],
-            )
-            self._audit_refusal(error, actor=actor, environment=environment.name)
-            raise error
+        if not missing:
+            return None
+        return ServerNotReady(
+            f"the server is not ready to deploy {environment.name}: {len(missing)} mount source(s) missing; "
+            "nothing was touched",
+            [{"path": variable, "message": m.partition(": ")[2]} for m in missing],
+        )
 
     def _start_record(self, request: DeployRequest, *, actor: str) -> tuple[Deployment, dict[str, Any]]:
         plan, environment = request.plan, request.environment

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runner.cli.preflight import LOW_DISK, Check, fail, ok, warn
@@ -140,6 +140,22 @@ def dry_run(answer: Mapping[str, Any], *, tag: str) -> list[Check]:
             ok("dry run", f"the agent accepts the plan for {answer.get('environment')} (it does not say may_deploy)")
         )
     return checks
+
+
+def dry_run_refused(code: str, text: str, details: Sequence[Mapping[str, Any]]) -> Check:
+    """The agent's error answer to the dry run. A 503 `server_not_ready` names the server variable whose path is
+    missing: a deploy now would get the same 503, after the reviewers approved."""
+    text = "; ".join(line.strip() for line in text.splitlines())
+    if code != "server_not_ready":
+        return fail("dry run", text, "fix what the agent names")
+    variables = sorted({str(d.get("path")) for d in details if str(d.get("path", "")).startswith("DEPLOY_AGENT_")})
+    named = " / ".join(variables) or "DEPLOY_AGENT_VOLUMES_<ENV>"
+    return fail(
+        "dry run",
+        text,
+        f"on the server, create each missing mount source of {named} as named (owned by the runtime's user), or "
+        "correct the variable and restart the agent; until then every deploy is refused with 503",
+    )
 
 
 def oidc(*, audience: str | None, agent_mode: str | None, in_actions: bool, request_vars: bool) -> list[Check]:

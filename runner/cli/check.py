@@ -227,7 +227,7 @@ def _dry_run(
     try:
         answer = client.post("/v1/deploy", body)
     except ApiFailure as e:
-        return [fail("dry run", str(e).replace("\n", "; "), "fix what the agent names")]
+        return [agentchecks.dry_run_refused(e.code, str(e), e.details)]
     except (AgentUnreachable, AgentRefused) as e:
         return [fail("dry run", str(e), "check the agent")]
     return agentchecks.dry_run(answer, tag=plan.tag)

@@ -791,12 +791,36 @@ def test_dry_run_of_a_tag_the_registry_lacks_exits_3_touching_nothing(
 def test_apply_with_a_mount_source_gone_is_refused_exit_3_touching_nothing(
     cli: Cli, ws: Path, cli_images: Images, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
-    """The agent checks the mount sources again before the pull: apply says which one, nothing is touched."""
+    """The agent checks the mount sources again before the pull: apply says which one, nothing is touched. The
+    two commands run before a deploy say so first (found in review: `dry-run --agent` exited 0, "would deploy",
+    and `check --tag` said ready)."""
     with running_agent(cli, cli_images, docker_client, tmp_path, environments=("dev",)) as dev_only:
         dev_only.data_dir.rmdir()
+        dry = cli.run(
+            "dry-run", *plan_args("dev", "1.0.1", "--agent", dev_only.url), cwd=ws, env=operator_env(dev_only)
+        )
+        check_args = ("--env", "dev", "--tag", "1.0.1", "--agent", dev_only.url, "--repository", REPOSITORY)
+        checked = cli.run("check", *check_args, cwd=ws, env=operator_env(dev_only))
+        assert dev_only.audit() == []  # a dry run is a question: not audited
         result = cli.run(*apply_args(dev_only, "dev", "1.0.1"), cwd=ws, env=operator_env(dev_only))
         audit = dev_only.audit()
 
+    gone = f"DEPLOY_AGENT_VOLUMES_DEV: the mount source {dev_only.data_dir} does not exist"
+    assert_plain_error(
+        dry,
+        3,
+        "error: the agent refused (503 server_not_ready): the server is not ready to deploy dev: 1 mount source(s) "
+        "missing; nothing was touched",
+        f"  {gone}",
+    )
+    assert "would deploy" not in dry.stdout
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert (
+        "FAIL  dry run: the agent refused (503 server_not_ready): the server is not ready to deploy dev"
+        in checked.stdout
+    )
+    assert f"; {gone}; create it, owned by the runtime's user" in checked.stdout
+    assert "change: on the server, create each missing mount source of DEPLOY_AGENT_VOLUMES_DEV" in checked.stdout
     assert_plain_error(
         result,
         3,

@@ -92,8 +92,13 @@ def test_a_mount_source_removed_after_start_refuses_the_deploy_touching_nothing(
     assert agent.deploy(plan_data(images, "1.0.0"))["state"] == "succeeded"
     before = docker_client.containers.get(agent.containers["dev"])
     agent.data_dir.rmdir()
+    records = len(agent.audit())
 
+    # The dry run is refused the same way, and not audited (found in review: it answered "would deploy").
+    dry = agent.post({"plan": plan_data(images, "1.0.1"), "env": RUNTIME_ENV, "dry_run": True})
+    assert len(agent.audit()) == records
     refused = agent.post({"plan": plan_data(images, "1.0.1"), "env": RUNTIME_ENV})
+    assert (dry.status_code, dry.json()) == (503, refused.json()), dry.text
 
     assert refused.status_code == 503, refused.text
     error = refused.json()["error"]
