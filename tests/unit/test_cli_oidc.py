@@ -131,6 +131,31 @@ def test_an_unreachable_token_service_exits_3_and_sends_nothing(
     assert api.audit() == [] and token_service.request_token not in result.stderr
 
 
+def test_in_github_a_token_service_that_fails_is_named_as_github_not_the_agent(
+    cli: InProcessCli, workspace: Path, agent: tuple[Api, str], token_service: TokenRequests, tmp_path: Path
+) -> None:
+    """The job summary's headline sends the operator to GitHub's token service, not to the tunnel and the agent,
+    which was never asked."""
+    api, url = agent
+    token_service.status = 500
+    summary = tmp_path / "summary.md"
+    env = environ(
+        url,
+        DEPLOY_OIDC_AUDIENCE=AUDIENCE,
+        GITHUB_ACTIONS="true",
+        GITHUB_STEP_SUMMARY=str(summary),
+        **token_service.environ(),
+    )
+    result = cli.run(*APPLY, cwd=workspace, env=env)
+    assert result.returncode == 3
+    headline = "GitHub did not give the job its OIDC token: nothing was sent"
+    assert f"::error::deploy of dev 1.0.3: {headline}: ACTIONS_ID_TOKEN_REQUEST_URL" in result.stdout
+    text = summary.read_text()
+    assert f"| result | `{headline}` |" in text and "| exit code | 3 |" in text
+    assert "could not be reached" not in result.stdout + text
+    assert api.audit() == []
+
+
 # -- where a deploy came from: verified or claimed, in history and on the page
 
 VERIFIED = {
