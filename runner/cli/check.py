@@ -13,13 +13,12 @@ import time
 from collections.abc import Mapping
 
 from runner import __version__
-from runner.cli import agentchecks, github, preflight
+from runner.cli import agentchecks, github, oidc, preflight
 from runner.cli.client import AgentClient, ApiFailure, Redirected, agent_url, connect
 from runner.cli.console import Console
 from runner.cli.errors import AgentRefused, AgentUnreachable, Exit, UsageError
 from runner.cli.follow import request_body
 from runner.cli.lint import SAMPLE_TAG, lint
-from runner.cli.oidc import TokenUnavailable, request_token
 from runner.cli.preflight import Check, fail, ok, warn
 from runner.cli.workflowcheck import DEFAULT_PATH as WORKFLOW_PATH
 from runner.core.envschema import EnvSchema, Variable, load_env_schema
@@ -204,15 +203,17 @@ def _unreachable(url: str, error: Exception) -> Check:
 
 
 def _oidc(environ: Mapping[str, str], *, agent_mode: object) -> list[Check]:
-    audience = environ.get("DEPLOY_OIDC_AUDIENCE") or None
-    request_vars = bool(environ.get("ACTIONS_ID_TOKEN_REQUEST_URL") and environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))
+    try:
+        audience, request_vars = oidc.audience(environ), True  # read as apply reads it: blank is unset
+    except UsageError:  # apply would stop with exit 2: a FAIL in the deploy job (a warn elsewhere), said below
+        audience, request_vars = oidc.wanted(environ), False
     in_actions = environ.get("GITHUB_ACTIONS") == "true"
     mode = agent_mode if isinstance(agent_mode, str) else None
     checks = agentchecks.oidc(audience=audience, agent_mode=mode, in_actions=in_actions, request_vars=request_vars)
     if audience and in_actions and request_vars:
         try:
-            token = request_token(environ, audience)  # asked for, read, never sent anywhere
-        except TokenUnavailable as e:
+            token = oidc.request_token(environ, audience)  # asked for, read, never sent anywhere
+        except oidc.TokenUnavailable as e:
             return [*checks, fail("oidc token", str(e), "give the deploy job `permissions: id-token: write`")]
         checks.append(agentchecks.token_audience(reveal(token), audience))
     return checks

@@ -26,11 +26,17 @@ class TokenUnavailable(AgentUnreachable):
     """GitHub did not give the job its OIDC token; nothing was sent to the agent (exit 3)."""
 
 
+def wanted(environ: Mapping[str, str]) -> str | None:
+    """DEPLOY_OIDC_AUDIENCE, or None when no token is wanted: unset, empty or blank (a repository variable set to
+    spaces) all mean none. Every command reads it here, so `check` and `apply` decide alike."""
+    return environ.get(AUDIENCE, "").strip() or None
+
+
 def audience(environ: Mapping[str, str]) -> str | None:
-    """DEPLOY_OIDC_AUDIENCE, or None when no token is wanted; UsageError (exit 2) when GitHub gave the job no way
-    to ask for one."""
-    wanted = environ.get(AUDIENCE, "").strip()
-    if not wanted:
+    """DEPLOY_OIDC_AUDIENCE (as `wanted` reads it), or None when no token is wanted; UsageError (exit 2) when
+    GitHub gave the job no way to ask for one."""
+    wanted_audience = wanted(environ)
+    if wanted_audience is None:
         return None
     missing = [name for name in (REQUEST_URL, REQUEST_TOKEN) if not environ.get(name)]
     if missing:
@@ -39,7 +45,7 @@ def audience(environ: Mapping[str, str]) -> str | None:
             f"{'is' if len(missing) == 1 else 'are'} not: the deploy job needs `permissions: id-token: write` "
             "(and only the deploy job); nothing was sent"
         )
-    return wanted
+    return wanted_audience
 
 
 def request_token(environ: Mapping[str, str], wanted: str, *, timeout: float = TIMEOUT) -> Secret:

@@ -4,9 +4,11 @@ before anything is sent."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,6 +156,42 @@ def test_in_github_a_token_service_that_fails_is_named_as_github_not_the_agent(
     assert f"| result | `{headline}` |" in text and "| exit code | 3 |" in text
     assert "could not be reached" not in result.stdout + text
     assert api.audit() == []
+
+
+# -- `deployplan check` reads DEPLOY_OIDC_AUDIENCE as apply does
+
+CHECK = ("check", "--env", "dev", "--repository", "acme/trader", "--json")
+
+
+def check_lines(result: Any) -> dict[str, dict[str, str]]:
+    return {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+
+
+@pytest.mark.parametrize("blank", [" ", "\t \t"])
+def test_a_blank_audience_is_unset_for_check_as_for_apply(
+    cli: InProcessCli, workspace: Path, agent: tuple[Api, str], token_service: TokenRequests, blank: str
+) -> None:
+    """A repository variable set to blanks: apply sends no token (and the agent answers 401), so check, which
+    used to ask GitHub for a token for ' ' and say ok, says that the agent requires one and none is set."""
+    _, url = agent
+    env = environ(url, DEPLOY_OIDC_AUDIENCE=blank, GITHUB_ACTIONS="true", **token_service.environ())
+    result = cli.run(*CHECK, cwd=workspace, env=env)
+    assert result.returncode == 1
+    line = check_lines(result)["oidc"]
+    assert line["level"] == "FAIL" and "DEPLOY_OIDC_AUDIENCE is not set here" in line["reason"], line
+    assert "oidc token" not in check_lines(result)
+    assert token_service.asked == []
+
+
+def test_check_in_a_job_without_id_token_write_fails_where_apply_would_exit_2(
+    cli: InProcessCli, workspace: Path, agent: tuple[Api, str]
+) -> None:
+    _, url = agent
+    result = cli.run(
+        *CHECK, cwd=workspace, env=environ(url, DEPLOY_OIDC_AUDIENCE=f" {AUDIENCE} ", GITHUB_ACTIONS="true")
+    )
+    line = check_lines(result)["oidc token"]
+    assert line["level"] == "FAIL" and "`permissions: id-token: write`" in line["fix"], line
 
 
 # -- where a deploy came from: verified or claimed, in history and on the page
