@@ -465,6 +465,12 @@ def test_github_mode_writes_errors_and_a_summary_table(
         ({"RUNTIME_API_TOKEN": "short-secret"}, "variable RUNTIME_API_TOKEN", "(secret, not shown)"),
         ({"RUNTIME_API_TOKEN": ""}, "variable RUNTIME_API_TOKEN", "an empty GitHub secret arrives as an empty string"),
         ({"RUNTIME_FAULT": "explode"}, "variable RUNTIME_FAULT", "breaks its rule 'pattern:"),
+        (
+            {"RUNTIME_API_TOKEN": "short-secret-but-long-enough\n"},
+            "variable RUNTIME_API_TOKEN",
+            "the value (secret, not shown) contains a control character (U+000A) at character 29",
+        ),
+        ({"RUNTIME_LOG_LEVEL": "info\t"}, "variable RUNTIME_LOG_LEVEL", "the value 'info\\t' contains a control"),
     ],
 )
 def test_each_variable_passes_its_rule(
