@@ -57,10 +57,16 @@ def _secrets_first(args: argparse.Namespace, console: Console) -> tuple[EnvSchem
     except InvalidInput:
         return None, {}
     values, _ = schema.read(console.environ)
-    if console.github and not args.json:
-        for line in github.mask_lines(reveal(v) for v in values.values() if isinstance(v, Secret)):
-            console.print(line)
+    mask(console, [reveal(v) for v in values.values() if isinstance(v, Secret)], as_json=args.json)
     return schema, values
+
+
+def mask(console: Console, values: list[str], *, as_json: bool) -> None:
+    """In GitHub Actions, `::add-mask::` for each secret value, before anything could print it: on stdout, or with
+    --json on stderr, so that stdout stays one JSON document (the runner reads workflow commands on both)."""
+    if console.github:
+        for line in github.mask_lines(values):
+            (console.error if as_json else console.print)(line)
 
 
 def _local(

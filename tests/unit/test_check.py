@@ -457,6 +457,22 @@ def test_github_mode_writes_errors_and_a_summary_table(
     assert "sekret-value-123" not in text
 
 
+def test_json_in_github_masks_the_secrets_on_stderr_and_keeps_stdout_pure_json(
+    cli: Cli, workspace: Path, tmp_path: Path
+) -> None:
+    env = {
+        "RUNTIME_ENV": "dev",
+        "RUNTIME_LOG_LEVEL": "info",
+        "RUNTIME_API_TOKEN": "sekret-value-1234567",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+    }
+    result = cli.run("check", "--env", "dev", "--repository", "acme/trader", "--json", cwd=workspace, env=env)
+    assert json.loads(result.stdout)["environment"] == "dev"  # the whole of stdout is the document
+    assert "::add-mask::sekret-value-1234567" in result.stderr.splitlines()
+    assert "sekret-value-1234567" not in result.stdout
+
+
 @pytest.mark.parametrize(
     ("environ", "name", "words"),
     [
