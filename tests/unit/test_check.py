@@ -207,6 +207,18 @@ def test_dry_run(answer: dict[str, Any], expected: dict[str, str]) -> None:
     )
 
 
+def test_a_dry_run_whose_token_the_agent_refuses_fails_with_its_reason_and_the_setting_to_change() -> None:
+    reason = (
+        "the GitHub OIDC token does not allow this deploy: ref is 'refs/heads/feature', expected one of "
+        "refs/heads/main (DEPLOY_AGENT_GITHUB_REFS)"
+    )
+    answer = {"registry": {"found": True, "digest": "sha256:ab"}, "may_deploy": False, "may_deploy_reason": reason}
+    [_, line] = agentchecks.dry_run({"image": "r/runtime:1.0.0", "environment": "dev", **answer}, tag="1.0.0")
+    assert line.level == "FAIL"
+    assert line.reason.endswith(f"(a deploy would get 403): {reason}")
+    assert line.fix.startswith("run the workflow from a ref listed in DEPLOY_AGENT_GITHUB_REFS")
+
+
 @pytest.mark.parametrize(
     ("audience", "mode", "in_actions", "request_vars", "expected"),
     [
@@ -241,7 +253,9 @@ def _jwt(claims: dict[str, Any]) -> str:
     ],
 )
 def test_token_audience(token: str, level: str) -> None:
-    assert agentchecks.token_audience(token, "https://deploy.example.com").level == level
+    check = agentchecks.token_audience(token, "https://deploy.example.com", use="sent with the dry run below")
+    assert check.level == level
+    assert level == "FAIL" or check.reason.endswith("(sent with the dry run below)")
 
 
 # -- GitHub's settings, as data
