@@ -7,7 +7,6 @@ the pure functions of runner.cli.preflight and runner.cli.agentchecks; the repor
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import time
 from collections.abc import Mapping
@@ -272,14 +271,12 @@ def _report(console: Console, checks: list[Check], *, env: str, as_json: bool) -
 
 
 def summary_table(checks: list[Check], *, env: str) -> str:
-    """The checks as a markdown table for the job summary."""
+    """The checks as a markdown table for the job summary. A reason or a change may carry other parties' words
+    (the registry's, the agent's, GitHub's): inline code, as apply's summary shows the runtime's, so that they
+    cannot draw an image, a link, a heading or bold words there."""
     rows = [f"## deployplan check: {env}", "", "| result | check | reason | change |", "|---|---|---|---|"]
     for c in checks:
         mark = {"ok": "ok", "warn": "warn", "FAIL": "**FAIL**"}[c.level]
-        rows.append(f"| {mark} | {_cell(c.name)} | {_cell(c.reason)} | {_cell(c.fix)} |")
+        change = github.inline_code(c.fix) if c.fix else ""
+        rows.append(f"| {mark} | {github.table_cell(c.name)} | {github.inline_code(c.reason)} | {change} |")
     return "\n".join(rows) + "\n"
-
-
-def _cell(value: str) -> str:
-    """Plain text in a table cell: no markup, no cell separator, one line."""
-    return html.escape(value).replace("|", "\\|").replace("\n", " ").replace("\r", " ")

@@ -224,7 +224,7 @@ def test_in_the_deploy_job_with_oidc(cli: Cli, oidc_setup: tuple[Setup, TokenReq
     assert "::error::" not in out
     text = summary.read_text()
     assert text.startswith("## deployplan check: dev\n")
-    assert "| ok | oidc token | GitHub gives this job a token for" in text
+    assert "| ok | oidc token | `GitHub gives this job a token for" in text
     assert not [r for r in setup.agent.audit() if r["event"].startswith("deploy")]  # nothing was deployed
 
 
@@ -237,7 +237,7 @@ def test_in_the_deploy_job_without_the_audience(
     assert code == 1, out
     assert "FAIL  oidc: the agent requires a GitHub OIDC token on every deploy, and DEPLOY_OIDC_AUDIENCE" in out
     assert "::error::check oidc: the agent requires a GitHub OIDC token" in out
-    assert "| **FAIL** | oidc | the agent requires a GitHub OIDC token" in summary.read_text()
+    assert "| **FAIL** | oidc | `the agent requires a GitHub OIDC token" in summary.read_text()
 
 
 def test_in_the_deploy_job_a_server_repository_id_one_digit_off(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from conftest import InProcessCli as Cli
 from githubfake import OWNER_REPO, TOKEN, FakeGitHub, Repository
 from runner.cli import agentchecks, preflight
+from runner.cli.check import summary_table
 from runner.cli.client import Credentials
 from runner.cli.errors import UsageError
 from runner.cli.githubsettings import branch_policy_verdict, codeowners_verdict, mapped_secrets, prod_bypasses
@@ -467,7 +469,7 @@ def test_github_mode_writes_errors_and_a_summary_table(
     assert "::error::check prod reviewers: prod has no required reviewer" in result.stdout
     text = summary.read_text()
     assert "| result | check | reason | change |" in text
-    assert "| **FAIL** | prod reviewers | prod has no required reviewer" in text
+    assert "| **FAIL** | prod reviewers | `prod has no required reviewer" in text
     assert "sekret-value-123" not in text
 
 
@@ -485,6 +487,24 @@ def test_json_in_github_masks_the_secrets_on_stderr_and_keeps_stdout_pure_json(
     assert json.loads(result.stdout)["environment"] == "dev"  # the whole of stdout is the document
     assert "::add-mask::sekret-value-1234567" in result.stderr.splitlines()
     assert "sekret-value-1234567" not in result.stdout
+
+
+def test_the_summary_shows_other_parties_words_as_text_that_draws_nothing() -> None:
+    """A registry's (or the agent's, or GitHub's) words in a reason: no image, no link, no tag, no bold, and one
+    row whatever pipes or line breaks they hold."""
+    hostile = (
+        "manifest unknown ![pwned](https://evil.example/x.png) [re-run here](https://evil.example/run) "
+        "<img src=x onerror=alert(1)> **SUCCEEDED** `closed` | cell\n# heading"
+    )
+    checks = [preflight.fail("registry", hostile, f"ask {hostile}"), preflight.ok("clock", "fine")]
+    text = summary_table(checks, env="dev")
+    rows = text.splitlines()
+    assert len(rows) == 6 and rows[4].startswith("| **FAIL** | registry | `manifest unknown ![pwned]")
+    outside_code = re.sub(r"`[^`\n]*`", "", text)
+    for drawn in ("![", "](http", "<img", "**SUCCEEDED**", "# heading"):
+        assert drawn not in outside_code, outside_code
+    assert "\\| cell" in rows[4]  # the pipe stays in its cell
+    assert rows[5] == "| ok | clock | `fine` |  |"
 
 
 @pytest.mark.parametrize(
