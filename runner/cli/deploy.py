@@ -10,12 +10,12 @@ from runner.cli import github, oidc
 from runner.cli.client import AgentClient, agent_url, connect
 from runner.cli.console import Console
 from runner.cli.errors import AgentRefused, AgentUnreachable, Exit, UsageError
-from runner.cli.follow import deadline_seconds, request_body, send
+from runner.cli.follow import Target, deadline_seconds, request_body, send
 from runner.cli.github import append_summary, mask_lines, rules_summary
 from runner.cli.local import load
 from runner.cli.refusal import not_run
 from runner.cli.report import dry_run_report, refusal
-from runner.cli.watch import Target, watch
+from runner.cli.watch import watch
 from runner.core.envschema import EnvSchema, load_env_schema
 from runner.core.errors import InvalidInput
 from runner.core.facts import Facts
