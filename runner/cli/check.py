@@ -25,6 +25,7 @@ from runner.core.errors import InvalidInput
 from runner.core.plan import Plan, load_plan, read_plan_file
 from runner.core.render import check_inputs
 from runner.core.secrets import Secret, reveal
+from runner.core.text import printable
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
@@ -257,7 +258,7 @@ def _report(console: Console, checks: list[Check], *, env: str, as_json: bool) -
         console.print(json.dumps(data, indent=2))
     else:
         for check in checks:
-            console.print(check.line())
+            console.print(printable(check.line()))  # other parties' words among them: shown, never acted on
         console.print(
             f"{failed} FAIL, {sum(c.level == 'warn' for c in checks)} warn, {len(checks)} checks: "
             + ("not ready" if failed else "ready")

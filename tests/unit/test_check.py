@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -505,6 +506,21 @@ def test_the_summary_shows_other_parties_words_as_text_that_draws_nothing() -> N
         assert drawn not in outside_code, outside_code
     assert "\\| cell" in rows[4]  # the pipe stays in its cell
     assert rows[5] == "| ok | clock | `fine` |  |"
+
+
+def test_the_report_shows_terminal_controls_in_other_parties_words_escaped() -> None:
+    from runner.cli.check import _report
+    from runner.cli.console import Console
+
+    out = io.StringIO()
+    console = Console(out=out, err=io.StringIO(), github=False)
+    _report(
+        console,
+        [preflight.fail("registry", "manifest unknown\x1b[2J\x1b]0;owned\x07", "push it")],
+        env="dev",
+        as_json=False,
+    )
+    assert "\x1b" not in out.getvalue() and "manifest unknown\\x1b[2J" in out.getvalue()
 
 
 @pytest.mark.parametrize(
