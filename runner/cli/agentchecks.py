@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from runner.cli.oidc import what_to_change
 from runner.cli.preflight import LOW_DISK, Check, fail, ok, warn
 
 
@@ -127,6 +128,15 @@ def dry_run(answer: Mapping[str, Any], *, tag: str) -> list[Check]:
         checks.append(
             ok("dry run", f"the agent accepts the plan for {answer.get('environment')}, and this caller may deploy it")
         )
+    elif may is False and answer.get("may_deploy_reason"):  # the identity may deploy; the job's token may not
+        reason = str(answer["may_deploy_reason"])
+        checks.append(
+            fail(
+                "dry run",
+                f"the agent would refuse this deploy job's GitHub OIDC token (a deploy would get 403): {reason}",
+                what_to_change(reason),
+            )
+        )
     elif may is False:
         checks.append(
             fail(
@@ -198,8 +208,9 @@ def oidc(*, audience: str | None, agent_mode: str | None, in_actions: bool, requ
     return checks
 
 
-def token_audience(token: str, audience: str) -> Check:
-    """The token GitHub gave is addressed to the audience asked for (read, not verified: the agent verifies)."""
+def token_audience(token: str, audience: str, *, use: str) -> Check:
+    """The token GitHub gave is addressed to the audience asked for (read, not verified: the agent verifies);
+    `use` says what becomes of it."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -209,7 +220,7 @@ def token_audience(token: str, audience: str) -> Check:
         )
     aud = claims.get("aud") if isinstance(claims, dict) else None
     if aud == audience or (isinstance(aud, list) and audience in aud):
-        return ok("oidc token", f"GitHub gives this job a token for {audience!r} (not sent anywhere)")
+        return ok("oidc token", f"GitHub gives this job a token for {audience!r} ({use})")
     return fail(
         "oidc token", f"GitHub's token is for {aud!r}, not {audience!r}", "report it: GitHub ignored the audience"
     )

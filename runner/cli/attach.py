@@ -6,7 +6,8 @@ import argparse
 
 from runner.cli.client import connect
 from runner.cli.console import Console
-from runner.cli.watch import LONGEST_DEPLOY, Target, new_printer, watch
+from runner.cli.follow import Target
+from runner.cli.watch import LONGEST_DEPLOY, new_printer, watch
 from runner.core.secrets import Masker
 from runner.core.text import printable
 

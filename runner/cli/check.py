@@ -7,19 +7,17 @@ the pure functions of runner.cli.preflight and runner.cli.agentchecks; the repor
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import time
 from collections.abc import Mapping
 
 from runner import __version__
-from runner.cli import agentchecks, github, preflight
+from runner.cli import agentchecks, github, oidc, preflight
 from runner.cli.client import AgentClient, ApiFailure, Redirected, agent_url, connect
 from runner.cli.console import Console
+from runner.cli.deploy import ask_dry_run
 from runner.cli.errors import AgentRefused, AgentUnreachable, Exit, UsageError
-from runner.cli.follow import request_body
 from runner.cli.lint import SAMPLE_TAG, lint
-from runner.cli.oidc import TokenUnavailable, request_token
 from runner.cli.preflight import Check, fail, ok, warn
 from runner.cli.workflowcheck import DEFAULT_PATH as WORKFLOW_PATH
 from runner.core.envschema import EnvSchema, Variable, load_env_schema
@@ -27,6 +25,7 @@ from runner.core.errors import InvalidInput
 from runner.core.plan import Plan, load_plan, read_plan_file
 from runner.core.render import check_inputs
 from runner.core.secrets import Secret, reveal
+from runner.core.text import printable
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
@@ -42,7 +41,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         settings = GitHubApi.from_environ(environ, repository=repository)  # usage errors before anything is asked
     schema, values = _secrets_first(args, console)
     checks, plan = _local(args, environ, schema=schema, repository=repository)
-    checks += _agent(args, environ, plan=plan, values=values)
+    checks += _agent(args, console, plan=plan, values=values)
     if settings is not None:
         from runner.cli.githubsettings import github_checks
 
@@ -58,10 +57,16 @@ def _secrets_first(args: argparse.Namespace, console: Console) -> tuple[EnvSchem
     except InvalidInput:
         return None, {}
     values, _ = schema.read(console.environ)
-    if console.github and not args.json:
-        for line in github.mask_lines(reveal(v) for v in values.values() if isinstance(v, Secret)):
-            console.print(line)
+    mask(console, [reveal(v) for v in values.values() if isinstance(v, Secret)], as_json=args.json)
     return schema, values
+
+
+def mask(console: Console, values: list[str], *, as_json: bool) -> None:
+    """In GitHub Actions, `::add-mask::` for each secret value, before anything could print it: on stdout, or with
+    --json on stderr, so that stdout stays one JSON document (the runner reads workflow commands on both)."""
+    if console.github:
+        for line in github.mask_lines(values):
+            (console.error if as_json else console.print)(line)
 
 
 def _local(
@@ -120,9 +125,10 @@ def _rule(var: Variable, value: str, env: str) -> str | None:
 
 
 def _agent(
-    args: argparse.Namespace, environ: Mapping[str, str], *, plan: Plan | None, values: dict[str, str | Secret]
+    args: argparse.Namespace, console: Console, *, plan: Plan | None, values: dict[str, str | Secret]
 ) -> list[Check]:
     """Everything asked of the agent: reachable through Access, clock, status, whoami, OIDC, the dry run."""
+    environ = console.environ
     if not agent_url(args.agent, environ):
         empty = (
             " (set but empty: an empty GitHub secret arrives as an empty string)"
@@ -143,7 +149,7 @@ def _agent(
     except UsageError as e:
         return [fail("agent", f"{e}: nothing was asked of the agent", "fix the setting named")]
     try:
-        return _ask_agent(client, args, environ, plan=plan, values=values)
+        return _ask_agent(client, args, console, plan=plan, values=values)
     finally:
         client.close()
 
@@ -151,7 +157,7 @@ def _agent(
 def _ask_agent(
     client: AgentClient,
     args: argparse.Namespace,
-    environ: Mapping[str, str],
+    console: Console,
     *,
     plan: Plan | None,
     values: dict[str, str | Secret],
@@ -176,11 +182,12 @@ def _ask_agent(
     except (AgentUnreachable, AgentRefused) as e:
         return [*checks, _unreachable(client.url, e)]
     checks += agentchecks.whoami(whoami, env=args.env, repository=plan.repository if plan else None)
-    checks += _oidc(environ, agent_mode=whoami.get("github_oidc"))
+    oidc_checks, token = _oidc(console, agent_mode=whoami.get("github_oidc"), as_json=args.json, tag=args.tag)
+    checks += oidc_checks
     if args.tag is None:
         checks.append(warn("registry", "no --tag: the registry was not asked", "give --tag TAG to dry-run that tag"))
     elif plan is not None:
-        checks += _dry_run(client, plan, values, environ)
+        checks += _dry_run(client, plan, values, console.environ, token=token)
     return checks
 
 
@@ -203,29 +210,40 @@ def _unreachable(url: str, error: Exception) -> Check:
     return fail("agent", str(error), "check --agent (DEPLOY_AGENT_URL), the tunnel, and that the agent runs")
 
 
-def _oidc(environ: Mapping[str, str], *, agent_mode: object) -> list[Check]:
-    audience = environ.get("DEPLOY_OIDC_AUDIENCE") or None
-    request_vars = bool(environ.get("ACTIONS_ID_TOKEN_REQUEST_URL") and environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))
+def _oidc(console: Console, *, agent_mode: object, as_json: bool, tag: str | None) -> tuple[list[Check], Secret | None]:
+    """The OIDC settings on both sides and, in the deploy job, the job's token: masked at once, as apply masks it,
+    and returned for the dry run to carry (the agent judges it as the deploy's; a dry run never uses it up)."""
+    environ = console.environ
+    try:
+        audience, request_vars = oidc.audience(environ), True  # read as apply reads it: blank is unset
+    except UsageError:  # apply would stop with exit 2: a FAIL in the deploy job (a warn elsewhere), said below
+        audience, request_vars = oidc.wanted(environ), False
     in_actions = environ.get("GITHUB_ACTIONS") == "true"
     mode = agent_mode if isinstance(agent_mode, str) else None
     checks = agentchecks.oidc(audience=audience, agent_mode=mode, in_actions=in_actions, request_vars=request_vars)
-    if audience and in_actions and request_vars:
-        try:
-            token = request_token(environ, audience)  # asked for, read, never sent anywhere
-        except TokenUnavailable as e:
-            return [*checks, fail("oidc token", str(e), "give the deploy job `permissions: id-token: write`")]
-        checks.append(agentchecks.token_audience(reveal(token), audience))
-    return checks
+    if not (audience and in_actions and request_vars):
+        return checks, None
+    try:
+        token = oidc.request_token(environ, audience)
+    except oidc.TokenUnavailable as e:
+        return [*checks, fail("oidc token", str(e), "give the deploy job `permissions: id-token: write`")], None
+    mask(console, [reveal(token)], as_json=as_json)
+    use = "sent with the dry run below, never printed" if tag else "not sent: give --tag and the agent judges it"
+    return [*checks, agentchecks.token_audience(reveal(token), audience, use=use)], token
 
 
 def _dry_run(
-    client: AgentClient, plan: Plan, values: dict[str, str | Secret], environ: Mapping[str, str]
+    client: AgentClient,
+    plan: Plan,
+    values: dict[str, str | Secret],
+    environ: Mapping[str, str],
+    *,
+    token: Secret | None,
 ) -> list[Check]:
-    body = request_body(plan, values, dry_run=True, origin=github.origin(environ))
-    if plan.environment == "prod":
-        body["confirm"] = f"prod:{plan.tag}"  # a dry run asks "would it deploy?"; the agent refuses prod without it
+    """The tag at the agent, as `dry-run --agent` asks it: with the job's OIDC token when there is one, so a token
+    the deploy would have refused (a wrong DEPLOY_AGENT_GITHUB_*) FAILs here, naming the setting, before apply."""
     try:
-        answer = client.post("/v1/deploy", body)
+        answer = ask_dry_run(client, plan, values, environ, confirm=None, token=token)
     except ApiFailure as e:
         return [agentchecks.dry_run_refused(e.code, str(e), e.details)]
     except (AgentUnreachable, AgentRefused) as e:
@@ -240,7 +258,7 @@ def _report(console: Console, checks: list[Check], *, env: str, as_json: bool) -
         console.print(json.dumps(data, indent=2))
     else:
         for check in checks:
-            console.print(check.line())
+            console.print(printable(check.line()))  # other parties' words among them: shown, never acted on
         console.print(
             f"{failed} FAIL, {sum(c.level == 'warn' for c in checks)} warn, {len(checks)} checks: "
             + ("not ready" if failed else "ready")
@@ -254,14 +272,12 @@ def _report(console: Console, checks: list[Check], *, env: str, as_json: bool) -
 
 
 def summary_table(checks: list[Check], *, env: str) -> str:
-    """The checks as a markdown table for the job summary."""
+    """The checks as a markdown table for the job summary. A reason or a change may carry other parties' words
+    (the registry's, the agent's, GitHub's): inline code, as apply's summary shows the runtime's, so that they
+    cannot draw an image, a link, a heading or bold words there."""
     rows = [f"## deployplan check: {env}", "", "| result | check | reason | change |", "|---|---|---|---|"]
     for c in checks:
         mark = {"ok": "ok", "warn": "warn", "FAIL": "**FAIL**"}[c.level]
-        rows.append(f"| {mark} | {_cell(c.name)} | {_cell(c.reason)} | {_cell(c.fix)} |")
+        change = github.inline_code(c.fix) if c.fix else ""
+        rows.append(f"| {mark} | {github.table_cell(c.name)} | {github.inline_code(c.reason)} | {change} |")
     return "\n".join(rows) + "\n"
-
-
-def _cell(value: str) -> str:
-    """Plain text in a table cell: no markup, no cell separator, one line."""
-    return html.escape(value).replace("|", "\\|").replace("\n", " ").replace("\r", " ")

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from typing import Any
 
 from runner.cli import github, oidc
-from runner.cli.client import agent_url, connect
+from runner.cli.client import AgentClient, agent_url, connect
 from runner.cli.console import Console
 from runner.cli.errors import AgentRefused, AgentUnreachable, Exit, UsageError
-from runner.cli.follow import deadline_seconds, request_body, send
+from runner.cli.follow import Target, deadline_seconds, request_body, send
 from runner.cli.github import append_summary, mask_lines, rules_summary
 from runner.cli.local import load
 from runner.cli.refusal import not_run
 from runner.cli.report import dry_run_report, refusal
-from runner.cli.watch import Target, watch
+from runner.cli.watch import watch
 from runner.core.envschema import EnvSchema, load_env_schema
 from runner.core.errors import InvalidInput
 from runner.core.facts import Facts
@@ -72,13 +74,9 @@ def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
         _require_in_dry_run(schema, missing, console, environment=plan.environment)
     else:
         _require_in_dry_run(schema, missing, console, environment=plan.environment)
-        body = request_body(plan, values, dry_run=True, origin=github.origin(console.environ))
-        if args.confirm is not None:
-            body["confirm"] = args.confirm  # sent as apply sends it: the agent judges it the same way
-        elif plan.environment == "prod":
-            # The agent refuses prod without it, dry runs included; a dry run is the question "would it deploy?".
-            body["confirm"] = f"prod:{plan.tag}"
-        answer = connect(url, console.environ).post("/v1/deploy", body)
+        client = connect(url, console.environ)
+        token = _dry_run_token(console)
+        answer = ask_dry_run(client, plan, values, console.environ, confirm=args.confirm, token=token)
         for line in dry_run_report(answer, values=values):
             console.print(line)
         refused = refusal(answer)
@@ -86,6 +84,42 @@ def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
             raise AgentRefused(refused)
     console.print("nothing was touched (dry run)")
     return Exit.OK
+
+
+def ask_dry_run(
+    client: AgentClient,
+    plan: Plan,
+    values: dict[str, str | Secret],
+    environ: Mapping[str, str],
+    *,
+    confirm: str | None,
+    token: Secret | None,
+) -> dict[str, Any]:
+    """The agent's dry run of the plan (for `dry-run --agent` and `check`): the deploy's request with dry_run true,
+    and the deploy job's GitHub OIDC token when there is one, which the agent then judges as the deploy's (a dry
+    run never uses it up). `confirm` is sent as apply sends it; without one, prod carries `prod:<tag>`: the agent
+    refuses prod without it, dry runs included, and a dry run is the question "would it deploy?"."""
+    body = request_body(plan, values, dry_run=True, origin=github.origin(environ))
+    if confirm is not None:
+        body["confirm"] = confirm
+    elif plan.environment == "prod":
+        body["confirm"] = f"prod:{plan.tag}"
+    return client.post("/v1/deploy", body, headers=oidc.header(token))
+
+
+def _dry_run_token(console: Console) -> Secret | None:
+    """With DEPLOY_OIDC_AUDIENCE in GitHub Actions: the job's token, asked for and masked as apply does (exit 2
+    without `id-token: write`, 3 when GitHub gives none). Elsewhere no token can be had: the dry run then speaks
+    for this identity only, and says so."""
+    if oidc.wanted(console.environ) is None:
+        return None
+    if not console.github:
+        console.error(
+            f"{oidc.AUDIENCE} is set, but only a GitHub Actions job can ask for its OIDC token: the agent judges this "
+            "identity only, not the deploy job's token"
+        )
+        return None
+    return _job_token(console, oidc.audience(console.environ))
 
 
 def _require_in_dry_run(schema: EnvSchema, missing: list[str], console: Console, *, environment: str) -> None:
@@ -134,7 +168,7 @@ def _apply(
     _require(schema, missing, console, environment=plan.environment)
     _check_confirm(plan, args.confirm)
     audience = oidc.audience(console.environ)  # exit 2 here, before anything is sent, without id-token: write
-    headers = _oidc_headers(console, audience)
+    headers = oidc.header(_job_token(console, audience))
     console.print(f"deploying {plan.image} to {plan.environment} through {client.url}")
     origin = github.origin(console.environ)
     deployment_id, first = send(client, plan, env=values, confirm=args.confirm, origin=origin, headers=headers)
@@ -145,8 +179,8 @@ def _apply(
     )
 
 
-def _oidc_headers(console: Console, audience: str | None) -> dict[str, Secret] | None:
-    """With DEPLOY_OIDC_AUDIENCE: the job's GitHub OIDC token for the deploy request, masked in the job log first."""
+def _job_token(console: Console, audience: str | None) -> Secret | None:
+    """With DEPLOY_OIDC_AUDIENCE: the job's GitHub OIDC token for the request, masked in the job log first."""
     if audience is None:
         return None
     token = oidc.request_token(console.environ, audience)
@@ -154,4 +188,4 @@ def _oidc_headers(console: Console, audience: str | None) -> dict[str, Secret] |
         for line in mask_lines([token.reveal()]):
             console.print(line)
     console.print(f"with the deploy job's GitHub OIDC token for {audience}")
-    return {oidc.HEADER: token}
+    return token

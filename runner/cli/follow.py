@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 from runner.cli.client import AgentClient, NotDelivered
 from runner.cli.errors import AgentRefused, AgentUnreachable, DeployFailed
@@ -176,23 +176,23 @@ def follow(
             time.sleep(PAUSE)  # contact lost, or an agent that answered without news: do not spin
 
 
-class Target(Protocol):
-    """What a deploy was asked to run where: a Plan, or what a deployment says of itself."""
+@dataclass(frozen=True)
+class Target:
+    """What the deploy was asked to run where: the plan's, for apply; what the deployment says, for follow."""
 
-    @property
-    def environment(self) -> str: ...
-
-    @property
-    def image(self) -> str: ...
+    environment: str
+    tag: str
+    image: str
 
 
-def verify_status(client: AgentClient, plan: Target, deployment: DeploymentDict) -> str | None:
+def verify_status(client: AgentClient, target: Target, deployment: DeploymentDict) -> str | None:
     """None when /v1/status shows the environment running exactly the deployed image and digest, else why not."""
-    entry: dict[str, Any] = dict(client.status(plan.environment).get("environments", {}).get(plan.environment) or {})
+    environment, image = target.environment, target.image
+    entry: dict[str, Any] = dict(client.status(environment).get("environments", {}).get(environment) or {})
     if entry.get("state") != "running":
-        return f"/v1/status shows {plan.environment} {entry.get('state')}, not running"
-    if entry.get("image") != plan.image:
-        return f"/v1/status shows {plan.environment} running {entry.get('image')}, not {plan.image}"
+        return f"/v1/status shows {environment} {entry.get('state')}, not running"
+    if entry.get("image") != image:
+        return f"/v1/status shows {environment} running {entry.get('image')}, not {image}"
     if entry.get("digest") != deployment.get("digest"):
         return f"/v1/status shows digest {entry.get('digest')}, but the deploy pulled {deployment.get('digest')}"
     return None

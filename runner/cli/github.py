@@ -64,10 +64,10 @@ def summary_markdown(
     it holds, so it cannot draw a link, an image, a heading or bold words in the summary."""
 
     def cell(value: object) -> str:
-        return _cell(mask(str(value)))
+        return table_cell(mask(str(value)))
 
     def code(value: object) -> str:
-        return _code(mask(str(value)))
+        return inline_code(mask(str(value)))
 
     started = deployment.get("origin") or {}
     head = deployment.get("audit_head") or {}
@@ -111,7 +111,7 @@ def summary_markdown(
 def rules_summary(problems: Iterable[Problem], *, environment: str) -> str:
     """The job summary of a dry run refused before sending: a row per missing variable or broken rule."""
     return (
-        f"## deployplan: {_cell(environment)} refused before sending\n\n"
+        f"## deployplan: {table_cell(environment)} refused before sending\n\n"
         "Runtime variables are missing or break their rule in the variable table; nothing was sent to the agent.\n\n"
         + problem_rows(problems)
     )
@@ -120,7 +120,7 @@ def rules_summary(problems: Iterable[Problem], *, environment: str) -> str:
 def problem_rows(problems: Iterable[Problem]) -> str:
     """A markdown table, a row per finding: the variable (or file) and what is wrong with it, both as inline code
     (a finding may quote the input: a tag like `<img src=x>` must not draw)."""
-    rows = [f"| {_code(p.field or p.file)} | {_code(p.message)} |" for p in problems]
+    rows = [f"| {inline_code(p.field or p.file)} | {inline_code(p.message)} |" for p in problems]
     return "| variable | problem |\n|---|---|\n" + "\n".join(rows) + "\n"
 
 
@@ -131,15 +131,15 @@ def append_summary(path: str | None, text: str) -> None:
             f.write(text + "\n")
 
 
-def _cell(value: object) -> str:
+def table_cell(value: object) -> str:
     """Text for a markdown table cell: one line, no cell separator."""
     return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
 
 
-def _code(value: object) -> str:
+def inline_code(value: object) -> str:
     """A value as inline code in a table cell: nothing in it is markdown or HTML (no link, image, heading or tag;
     GitHub makes no link of a URL in code either); a backtick in it cannot end the code span."""
-    return "`" + _cell(value).replace("`", "'") + "`"
+    return "`" + table_cell(value).replace("`", "'") + "`"
 
 
 def not_run_markdown(
@@ -158,11 +158,11 @@ def not_run_markdown(
     rows = [
         "| | |",
         "|---|---|",
-        f"| environment | {_code(environment)} |",
-        f"| tag | {_code(tag)} |",
-        f"| result | {_code(result)} |",
+        f"| environment | {inline_code(environment)} |",
+        f"| tag | {inline_code(tag)} |",
+        f"| result | {inline_code(result)} |",
         f"| exit code | {code} |",
     ]
-    heading = f"## deployplan: {_code(environment)} {_code(tag)} {_cell(title)}"
+    heading = f"## deployplan: {inline_code(environment)} {inline_code(tag)} {table_cell(title)}"
     why = problem_rows(problems) if problems else f"<pre>\n{html.escape(reason)}\n</pre>\n"
     return f"{heading}\n\n" + "\n".join(rows) + "\n\n" + why

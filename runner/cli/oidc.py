@@ -9,6 +9,7 @@ only into the request header.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from urllib.parse import quote
 
@@ -26,11 +27,17 @@ class TokenUnavailable(AgentUnreachable):
     """GitHub did not give the job its OIDC token; nothing was sent to the agent (exit 3)."""
 
 
+def wanted(environ: Mapping[str, str]) -> str | None:
+    """DEPLOY_OIDC_AUDIENCE, or None when no token is wanted: unset, empty or blank (a repository variable set to
+    spaces) all mean none. Every command reads it here, so `check` and `apply` decide alike."""
+    return environ.get(AUDIENCE, "").strip() or None
+
+
 def audience(environ: Mapping[str, str]) -> str | None:
-    """DEPLOY_OIDC_AUDIENCE, or None when no token is wanted; UsageError (exit 2) when GitHub gave the job no way
-    to ask for one."""
-    wanted = environ.get(AUDIENCE, "").strip()
-    if not wanted:
+    """DEPLOY_OIDC_AUDIENCE (as `wanted` reads it), or None when no token is wanted; UsageError (exit 2) when
+    GitHub gave the job no way to ask for one."""
+    wanted_audience = wanted(environ)
+    if wanted_audience is None:
         return None
     missing = [name for name in (REQUEST_URL, REQUEST_TOKEN) if not environ.get(name)]
     if missing:
@@ -39,7 +46,12 @@ def audience(environ: Mapping[str, str]) -> str | None:
             f"{'is' if len(missing) == 1 else 'are'} not: the deploy job needs `permissions: id-token: write` "
             "(and only the deploy job); nothing was sent"
         )
-    return wanted
+    return wanted_audience
+
+
+def header(token: Secret | None) -> dict[str, Secret] | None:
+    """The request header that carries the job's token (None: no token, no header)."""
+    return None if token is None else {HEADER: token}
 
 
 def request_token(environ: Mapping[str, str], wanted: str, *, timeout: float = TIMEOUT) -> Secret:
@@ -71,3 +83,46 @@ def request_token(environ: Mapping[str, str], wanted: str, *, timeout: float = T
     if not isinstance(value, str) or value.count(".") != 2 or not value.isascii() or not value.isprintable():
         raise TokenUnavailable(f'{where} did not answer {{"value": "<jwt>"}}; nothing was sent to the agent')
     return Secret(value)
+
+
+# What to change for each reason the agent gives for refusing a job's token (agent/oidc.py, agent/oidcclaims.py).
+# The token holds GitHub's facts about this job: a claim the agent does not expect is the server's setting to
+# fix, unless it says how the job was run (the event, the environment, the ref).
+_SERVER = "on the server (/etc/deploy-agent/agent.env), then restart the agent"
+_CHANGES = {
+    "repository": f"set DEPLOY_AGENT_GITHUB_REPOSITORY to this repository's owner/name {_SERVER}",
+    "repository_id": (
+        f"set DEPLOY_AGENT_GITHUB_REPOSITORY_ID to this repository's id (`gh api repos/OWNER/REPO --jq .id`, the "
+        f"token's repository_id) {_SERVER}"
+    ),
+    "event_name": "start the deploy workflow by hand (workflow_dispatch): no other event may deploy",
+    "environment": (
+        "run the deploy job in the GitHub Environment named like the target (deploy.yml: "
+        "`environment: ${{ inputs.environment }}`)"
+    ),
+    "ref": f"run the workflow from a ref listed in DEPLOY_AGENT_GITHUB_REFS, or add this ref there {_SERVER}",
+    "workflow_ref": f"set DEPLOY_AGENT_GITHUB_WORKFLOW (and _REFS) to this workflow's path and ref {_SERVER}",
+    "jti": "start a new workflow run: each token is good for one deploy",
+    "aud": (
+        f"make the repository variable DEPLOY_OIDC_AUDIENCE and DEPLOY_AGENT_GITHUB_AUDIENCE {_SERVER} the same string"
+    ),
+    "iss": f"set DEPLOY_AGENT_GITHUB_ISSUER to https://token.actions.githubusercontent.com {_SERVER}",
+    "keys": "retry shortly; on the server, `deploy-agent check` and the journal say why GitHub's keys cannot be loaded",
+    "time": "synchronise the server's clock (NTP), then run the workflow again",
+}
+_CLAIM = re.compile(r"does not allow this deploy: (\w+) (?:is|expected)|token's (aud|iss) is not")
+
+
+def what_to_change(reason: str) -> str:
+    """For the agent's reason to refuse this job's GitHub OIDC token (a dry run's `may_deploy_reason`, a deploy's
+    403): which setting to change, and where."""
+    found = _CLAIM.search(reason)
+    claim = (found.group(1) or found.group(2)) if found else None
+    if claim is None and "signing keys cannot be loaded" in reason:
+        claim = "keys"
+    elif claim is None and ("has expired" in reason or "not valid yet" in reason):
+        claim = "time"
+    return _CHANGES.get(
+        claim or "",
+        "fix what the agent names: its DEPLOY_AGENT_GITHUB_* settings (docs/github-oidc.md) or how the deploy job runs",
+    )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from runner.core.envschema import EnvSchema, Variable
+from runner.core.envschema import EnvSchema, Variable, unsendable
 
 Level = Literal["ok", "warn", "FAIL"]
 CLOCK_LIMIT = 30.0  # seconds; the agent's JWT checks allow 60 s of leeway
@@ -53,7 +53,8 @@ def fail(name: str, reason: str, fix: str) -> Check:
 
 def variables(schema: EnvSchema, environ: Mapping[str, str], *, env: str, rule: RuleCheck | None = None) -> list[Check]:
     """Each ENV_SCHEMA variable as its Required column says, and its value rule: an unset optional variable is
-    not checked, a set one is (even empty); an empty required one is missing, as apply says.
+    not checked, a set one is (even empty); an empty required one is missing, as apply says. A value the agent
+    refuses whatever its rule (a control character, a pasted secret's trailing newline) fails as apply refuses it.
 
     Where the value comes from in the deploy job: the GitHub Environment's secret of the same name."""
     checks = []
@@ -70,8 +71,12 @@ def variables(schema: EnvSchema, environ: Mapping[str, str], *, env: str, rule: 
                     fail(name, f"required and set to the empty string ({EMPTY_SECRET})", f"give {where} a value")
                 )
             continue
-        problem = rule(var, value, env) if rule is not None else None
-        if problem is not None:
+        refused = unsendable(value)  # as dry-run and apply refuse it, before anything is sent
+        problem = rule(var, value, env) if rule is not None and refused is None else None
+        if refused is not None:
+            the_value = "the value (secret, not shown)" if var.secret else f"the value {value!r}"
+            checks.append(fail(name, f"{the_value} {refused}", f"set {where} to the value without it"))
+        elif problem is not None:
             shown = " (secret, not shown)" if var.secret else f" (value {value!r})"
             checks.append(fail(name, f"breaks its rule {problem}{shown}", f"set {where} to a value that passes"))
         elif value == "":

@@ -9,6 +9,7 @@ from runner.cli.client import ApiFailure
 from runner.cli.console import Console
 from runner.cli.errors import AgentRefused, DeployFailed, Exit, UsageError
 from runner.cli.github import append_summary, command, not_run_markdown
+from runner.cli.oidc import TokenUnavailable
 from runner.core.errors import DeployplanError, InvalidInput
 from runner.core.problems import Problem
 from runner.core.secrets import Masker
@@ -26,6 +27,8 @@ def why(error: DeployplanError) -> tuple[str, int, str]:
         return "refused by the agent", Exit.AGENT, str(error)
     if isinstance(error, UsageError):
         return "invalid input: nothing was sent", Exit.INVALID, str(error)
+    if isinstance(error, TokenUnavailable):  # an AgentUnreachable by its exit code only: the agent was never asked
+        return "GitHub did not give the job its OIDC token: nothing was sent", Exit.AGENT, str(error)
     return "the agent could not be reached", Exit.AGENT, str(error)
 
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from runner.cli.oidc import what_to_change
 from runner.core.secrets import Secret
 from runner.core.shapes import DeploymentDict
 from runner.core.text import printable
@@ -82,18 +83,29 @@ def readiness_lines(answer: dict[str, Any]) -> list[str]:
         found = f"NOT FOUND: {printable(str(registry.get('reason') or 'the agent did not say'))}"
     may = answer.get("may_deploy")
     allowed = "yes" if may is True else "NO" if may is False else "the agent did not say"
-    return [f"registry        {found}", f"may deploy      {allowed} (this caller, to {answer.get('environment')})"]
+    lines = [f"registry        {found}", f"may deploy      {allowed} (this caller, to {answer.get('environment')})"]
+    if answer.get("may_deploy_reason"):
+        lines.append(f"                {printable(str(answer['may_deploy_reason']))}")
+    return lines
 
 
 def refusal(answer: dict[str, Any]) -> str | None:
-    """Why a deploy of this dry run would not go through (the registry lacks the tag, the caller may not deploy),
-    or why it could not be judged (the agent was too busy to ask the registry: ask again), or None."""
+    """Why a deploy of this dry run would not go through (the registry lacks the tag, the caller may not deploy,
+    the deploy job's GitHub OIDC token would be refused: what to change), or why it could not be judged (the
+    agent was too busy to ask the registry: ask again), or None."""
     registry = answer.get("registry") or {}
     busy = registry.get("found") is not True and registry.get("busy") is True
     reasons = []
     if registry.get("found") is not True and not busy:
         reasons.append(f"the registry does not have it ({printable(str(registry.get('reason') or 'not said'))})")
-    if answer.get("may_deploy") is not True:
+    token_refused = answer.get("may_deploy_reason")
+    if answer.get("may_deploy") is not True and token_refused:  # the identity may; the deploy job's token may not
+        reason = str(token_refused)
+        reasons.append(
+            f"the agent would refuse the deploy job's GitHub OIDC token: {printable(reason)} "
+            f"(change: {what_to_change(reason)})"
+        )
+    elif answer.get("may_deploy") is not True:
         reasons.append(f"this caller may not deploy to {answer.get('environment')} (DEPLOY_AGENT_DEPLOYERS_<ENV>)")
     image = answer.get("image")
     if reasons:

@@ -4,13 +4,12 @@ outcome (and the job summary), and how to re-attach when the operator stops watc
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from runner.cli.client import AgentClient
 from runner.cli.console import Console
 from runner.cli.errors import AgentRefused, AgentUnreachable, DeployFailed, Exit
-from runner.cli.follow import DEADLINE_MARGIN, Printer, follow, verify_status
+from runner.cli.follow import DEADLINE_MARGIN, Printer, Target, follow, verify_status
 from runner.cli.github import append_summary, command, summary_markdown
 from runner.cli.refusal import not_followed
 from runner.core.secrets import Masker
@@ -19,15 +18,6 @@ from runner.core.text import printable
 
 # A deployment followed without its plan (`follow`) may use the longest timeouts the plan schema allows.
 LONGEST_DEPLOY = 3600 + 300 + 600 + DEADLINE_MARGIN
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the deploy was asked to run where: the plan's, for apply; what the deployment says, for follow."""
-
-    environment: str
-    tag: str
-    image: str
 
 
 def watch(

@@ -11,7 +11,7 @@ from pathlib import Path
 from runner.core.errors import InvalidInput
 from runner.core.problems import Problem
 from runner.core.secrets import Secret
-from runner.core.text import quoted
+from runner.core.text import forbidden_character, quoted
 from runner.core.valuerules import Rule, RuleError, parse_rule
 
 DEFAULT_PATH = Path("infra/ENV_SCHEMA.md")
@@ -64,7 +64,8 @@ class EnvSchema:
         return values, missing
 
     def check(self, environ: Mapping[str, str], *, environment: str) -> list[Problem]:
-        """Every value that breaks its rule, one problem each, at the rule's place in the table.
+        """Every value the agent would refuse (`unsendable`, at the variable's row) or that breaks its rule (at the
+        rule's place in the table), one problem per variable.
 
         An unset variable is not checked (a required one is missing, which `read` reports); a set one is, even
         empty, except a required one, which is missing when empty. A secret's value is never quoted.
@@ -72,14 +73,33 @@ class EnvSchema:
         problems = []
         for var in self.variables:
             value = environ.get(var.name)
-            if var.rule is None or value is None or (var.required and not value):
+            if value is None or (var.required and not value):
+                continue
+            shown = "(secret, not shown)" if var.secret else quoted(value, limit=80)
+            refused = unsendable(value)
+            if refused is not None:
+                message = f"the value {shown} {refused}; nothing was sent"
+                problems.append(Problem(self.path, var.line, 1, var.name, message))
+                continue
+            if var.rule is None:
                 continue
             reason = var.rule.check(value, environment=environment)
             if reason is not None:
-                shown = "(secret, not shown)" if var.secret else quoted(value, limit=80)
                 message = f"the value {shown} breaks the rule '{var.rule.text}': {reason}; nothing was sent"
                 problems.append(Problem(self.path, var.line, var.rule_col, var.name, message))
         return problems
+
+
+def unsendable(value: str) -> str | None:
+    """What in a value the agent refuses whatever the variable's rule (422): a control character, a trailing
+    newline or a tab included, or a lone surrogate, named by its code point and never shown; None when it has
+    none. Checked before sending, so that such a value stops the command with exit 2 instead of being sent,
+    refused with exit 3 and counted as a refusal. A pasted secret's final line break is the usual one."""
+    found = forbidden_character(value)
+    if found is None:
+        return None
+    pasted = " (the value ends with a line break: pasted with it?)" if value.endswith(("\n", "\r")) else ""
+    return f"contains {found}{pasted}, which the agent refuses: remove it"
 
 
 def load_env_schema(path: Path) -> EnvSchema:

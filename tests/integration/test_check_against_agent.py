@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from accessedge import AccessEdge
 from accesskeys import TEAM, Issuer, Jwks, Key
 from githubfake import TOKEN, FakeGitHub, Repository
-from githuboidc import AUDIENCE, TokenRequests, agent_settings, github_issuer, job_token
+from githuboidc import AUDIENCE, REPOSITORY_ID, TokenRequests, agent_settings, github_issuer, job_token
 from realparts import Agent, Cli, Images, agent_factory
 
 GOOD = f"{secrets.token_hex(16)}.access"  # listed in DEPLOY_AGENT_DEPLOYERS_DEV
@@ -170,17 +171,18 @@ def test_a_github_setup_without_a_prod_reviewer(cli: Cli, setup: Setup) -> None:
 # -- an agent that requires the deploy job's GitHub OIDC token, and a job in GitHub Actions
 
 
-@pytest.fixture(scope="module")
-def oidc_setup(
-    cli: Cli, images: Images, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def _oidc_agent(
+    cli: Cli, images: Images, docker_client: docker.DockerClient, base: Path, **settings: str
 ) -> Iterator[tuple[Setup, TokenRequests]]:
+    """An agent requiring the deploy job's token (its DEPLOY_AGENT_GITHUB_* changed by `settings`), behind the
+    edge, and GitHub's token service minting the job's real claims."""
     key, aud = Key.new(), secrets.token_hex(32)
     jwks = Jwks()
     jwks.serve(key)  # one local issuer: Access's keys and GitHub's
     tokens = TokenRequests(mint=job_token(github_issuer(jwks), key))
-    base = tmp_path_factory.mktemp("check-oidc")
     workspace, repository = _workspace(base, images)
-    extra = {**_access(jwks, aud), **agent_settings(jwks), "DEPLOY_AGENT_DEPLOYERS_DEV": GOOD}
+    extra = {**_access(jwks, aud), **agent_settings(jwks), "DEPLOY_AGENT_DEPLOYERS_DEV": GOOD, **settings}
     extra["DEPLOY_AGENT_DEPLOYERS_PROD"] = GOOD
     with agent_factory(cli, images, docker_client, base) as start:
         agent = start(extra_env=extra)
@@ -191,6 +193,14 @@ def oidc_setup(
             edge.close()
             tokens.close()
             jwks.close()
+
+
+@pytest.fixture(scope="module")
+def oidc_setup(
+    cli: Cli, images: Images, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Setup, TokenRequests]]:
+    with _oidc_agent(cli, images, docker_client, tmp_path_factory.mktemp("check-oidc")) as setup:
+        yield setup
 
 
 def in_actions(setup: Setup, tokens: TokenRequests, summary: Path, **changes: str | None) -> dict[str, str]:
@@ -205,13 +215,16 @@ def test_in_the_deploy_job_with_oidc(cli: Cli, oidc_setup: tuple[Setup, TokenReq
     asked = len(tokens.asked)
     code, out = check(cli, setup, "--env", "dev", "--tag", "1.0.1", env=env)
     assert code == 0, out
-    assert f"ok    oidc token: GitHub gives this job a token for '{AUDIENCE}' (not sent anywhere)" in out
+    assert f"ok    oidc token: GitHub gives this job a token for '{AUDIENCE}' (sent with the dry run below" in out
+    assert "ok    dry run: the agent accepts the plan for dev, and this caller may deploy it" in out
     assert [a["audience"] for a in tokens.asked[asked:]] == [AUDIENCE]
     assert f"::add-mask::{RUNTIME_SECRET}" in out and out.count(RUNTIME_SECRET) == 1
+    (token,) = [m.removeprefix("::add-mask::") for m in out.splitlines() if m.startswith("::add-mask::ey")]
+    assert out.count(token) == 1  # its mask line only
     assert "::error::" not in out
     text = summary.read_text()
     assert text.startswith("## deployplan check: dev\n")
-    assert "| ok | oidc token | GitHub gives this job a token for" in text
+    assert "| ok | oidc token | `GitHub gives this job a token for" in text
     assert not [r for r in setup.agent.audit() if r["event"].startswith("deploy")]  # nothing was deployed
 
 
@@ -224,4 +237,34 @@ def test_in_the_deploy_job_without_the_audience(
     assert code == 1, out
     assert "FAIL  oidc: the agent requires a GitHub OIDC token on every deploy, and DEPLOY_OIDC_AUDIENCE" in out
     assert "::error::check oidc: the agent requires a GitHub OIDC token" in out
-    assert "| **FAIL** | oidc | the agent requires a GitHub OIDC token" in summary.read_text()
+    assert "| **FAIL** | oidc | `the agent requires a GitHub OIDC token" in summary.read_text()
+
+
+def test_in_the_deploy_job_a_server_repository_id_one_digit_off(
+    cli: Cli,
+    images: Images,
+    docker_client: docker.DockerClient,
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
+) -> None:
+    """The server's DEPLOY_AGENT_GITHUB_REPOSITORY_ID has a typo: check used to say ready (it read the token's
+    audience only), and apply got 403. The dry run now carries the token, and the agent says which setting."""
+    off = REPOSITORY_ID[:-1] + str((int(REPOSITORY_ID[-1]) + 1) % 10)
+    base = tmp_path_factory.mktemp("check-oidc-typo")
+    with _oidc_agent(cli, images, docker_client, base, DEPLOY_AGENT_GITHUB_REPOSITORY_ID=off) as (setup, tokens):
+        summary = tmp_path / "summary.md"
+        env = in_actions(setup, tokens, summary, DEPLOY_OIDC_AUDIENCE=AUDIENCE)
+        code, out = check(cli, setup, "--env", "dev", "--tag", "1.0.1", env=env)
+        audit = setup.agent.audit()
+    assert code == 1, out
+    assert (
+        "FAIL  dry run: the agent would refuse this deploy job's GitHub OIDC token (a deploy would get 403): the "
+        f"GitHub OIDC token does not allow this deploy: repository_id is '{REPOSITORY_ID}', expected '{off}' "
+        "(DEPLOY_AGENT_GITHUB_REPOSITORY_ID"
+    ) in out
+    assert "change: set DEPLOY_AGENT_GITHUB_REPOSITORY_ID to this repository's id" in out
+    assert "::error::check dry run: the agent would refuse this deploy job's GitHub OIDC token" in out
+    assert "| **FAIL** | dry run |" in summary.read_text()
+    (token,) = [m.removeprefix("::add-mask::") for m in out.splitlines() if m.startswith("::add-mask::ey")]
+    assert out.count(token) == 1 and token not in summary.read_text()
+    assert not [r for r in audit if r["event"].startswith("deploy")]  # nothing deployed, no refusal recorded

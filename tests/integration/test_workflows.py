@@ -186,6 +186,31 @@ def test_deployplan_lint_in_ci_annotates_the_offending_lines(cli: Cli, workspace
     ), annotations
 
 
+def test_deployplan_lint_annotates_a_variable_missing_from_the_check_step_only(cli: Cli, workspace: Path) -> None:
+    """Removed from "Check the setup" but kept in "Deploy": lint used to stay clean, and every deploy job then
+    stopped at check with `FAIL variable RUNTIME_API_TOKEN: required and not set`, a secret that was set."""
+    deploy = workspace / ".github" / "workflows" / "deploy.yml"
+    text = deploy.read_text()
+    mapping = "          RUNTIME_API_TOKEN: ${{ secrets.RUNTIME_API_TOKEN }}\n"
+    check_step = text.index("      - name: Check the setup\n")
+    deploy.write_text(text[:check_step] + text[check_step:].replace(mapping, "", 1))
+    env_line = next(
+        n
+        for n, line in enumerate(text[check_step:].splitlines(), start=text[:check_step].count("\n") + 1)
+        if line.strip() == "env:"
+    )
+
+    result = cli.run("lint", cwd=workspace, env={"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "Acme/Trader"})
+
+    assert result.returncode == 1, result.stderr
+    annotations = [line for line in result.stdout.splitlines() if line.startswith("::error ")]
+    assert annotations == [
+        f"::error file=.github/workflows/deploy.yml,line={env_line + 1},col=11::env.RUNTIME_API_TOKEN: not mapped in "
+        "the step 'Check the setup' (`deployplan check`); infra/ENV_SCHEMA.md:17 lists it, and every step that "
+        "runs deployplan check, apply or dry-run must map it"
+    ], annotations
+
+
 # -- the shape of every workflow
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 from conftest import InProcessCli as Cli
 from githubfake import OWNER_REPO, TOKEN, FakeGitHub, Repository
 from runner.cli import agentchecks, preflight
+from runner.cli.check import summary_table
 from runner.cli.client import Credentials
 from runner.cli.errors import UsageError
 from runner.cli.githubsettings import branch_policy_verdict, codeowners_verdict, mapped_secrets, prod_bypasses
@@ -207,6 +210,18 @@ def test_dry_run(answer: dict[str, Any], expected: dict[str, str]) -> None:
     )
 
 
+def test_a_dry_run_whose_token_the_agent_refuses_fails_with_its_reason_and_the_setting_to_change() -> None:
+    reason = (
+        "the GitHub OIDC token does not allow this deploy: ref is 'refs/heads/feature', expected one of "
+        "refs/heads/main (DEPLOY_AGENT_GITHUB_REFS)"
+    )
+    answer = {"registry": {"found": True, "digest": "sha256:ab"}, "may_deploy": False, "may_deploy_reason": reason}
+    [_, line] = agentchecks.dry_run({"image": "r/runtime:1.0.0", "environment": "dev", **answer}, tag="1.0.0")
+    assert line.level == "FAIL"
+    assert line.reason.endswith(f"(a deploy would get 403): {reason}")
+    assert line.fix.startswith("run the workflow from a ref listed in DEPLOY_AGENT_GITHUB_REFS")
+
+
 @pytest.mark.parametrize(
     ("audience", "mode", "in_actions", "request_vars", "expected"),
     [
@@ -241,7 +256,9 @@ def _jwt(claims: dict[str, Any]) -> str:
     ],
 )
 def test_token_audience(token: str, level: str) -> None:
-    assert agentchecks.token_audience(token, "https://deploy.example.com").level == level
+    check = agentchecks.token_audience(token, "https://deploy.example.com", use="sent with the dry run below")
+    assert check.level == level
+    assert level == "FAIL" or check.reason.endswith("(sent with the dry run below)")
 
 
 # -- GitHub's settings, as data
@@ -453,8 +470,57 @@ def test_github_mode_writes_errors_and_a_summary_table(
     assert "::error::check prod reviewers: prod has no required reviewer" in result.stdout
     text = summary.read_text()
     assert "| result | check | reason | change |" in text
-    assert "| **FAIL** | prod reviewers | prod has no required reviewer" in text
+    assert "| **FAIL** | prod reviewers | `prod has no required reviewer" in text
     assert "sekret-value-123" not in text
+
+
+def test_json_in_github_masks_the_secrets_on_stderr_and_keeps_stdout_pure_json(
+    cli: Cli, workspace: Path, tmp_path: Path
+) -> None:
+    env = {
+        "RUNTIME_ENV": "dev",
+        "RUNTIME_LOG_LEVEL": "info",
+        "RUNTIME_API_TOKEN": "sekret-value-1234567",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+    }
+    result = cli.run("check", "--env", "dev", "--repository", "acme/trader", "--json", cwd=workspace, env=env)
+    assert json.loads(result.stdout)["environment"] == "dev"  # the whole of stdout is the document
+    assert "::add-mask::sekret-value-1234567" in result.stderr.splitlines()
+    assert "sekret-value-1234567" not in result.stdout
+
+
+def test_the_summary_shows_other_parties_words_as_text_that_draws_nothing() -> None:
+    """A registry's (or the agent's, or GitHub's) words in a reason: no image, no link, no tag, no bold, and one
+    row whatever pipes or line breaks they hold."""
+    hostile = (
+        "manifest unknown ![pwned](https://evil.example/x.png) [re-run here](https://evil.example/run) "
+        "<img src=x onerror=alert(1)> **SUCCEEDED** `closed` | cell\n# heading"
+    )
+    checks = [preflight.fail("registry", hostile, f"ask {hostile}"), preflight.ok("clock", "fine")]
+    text = summary_table(checks, env="dev")
+    rows = text.splitlines()
+    assert len(rows) == 6 and rows[4].startswith("| **FAIL** | registry | `manifest unknown ![pwned]")
+    outside_code = re.sub(r"`[^`\n]*`", "", text)
+    for drawn in ("![", "](http", "<img", "**SUCCEEDED**", "# heading"):
+        assert drawn not in outside_code, outside_code
+    assert "\\| cell" in rows[4]  # the pipe stays in its cell
+    assert rows[5] == "| ok | clock | `fine` |  |"
+
+
+def test_the_report_shows_terminal_controls_in_other_parties_words_escaped() -> None:
+    from runner.cli.check import _report
+    from runner.cli.console import Console
+
+    out = io.StringIO()
+    console = Console(out=out, err=io.StringIO(), github=False)
+    _report(
+        console,
+        [preflight.fail("registry", "manifest unknown\x1b[2J\x1b]0;owned\x07", "push it")],
+        env="dev",
+        as_json=False,
+    )
+    assert "\x1b" not in out.getvalue() and "manifest unknown\\x1b[2J" in out.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -465,6 +531,12 @@ def test_github_mode_writes_errors_and_a_summary_table(
         ({"RUNTIME_API_TOKEN": "short-secret"}, "variable RUNTIME_API_TOKEN", "(secret, not shown)"),
         ({"RUNTIME_API_TOKEN": ""}, "variable RUNTIME_API_TOKEN", "an empty GitHub secret arrives as an empty string"),
         ({"RUNTIME_FAULT": "explode"}, "variable RUNTIME_FAULT", "breaks its rule 'pattern:"),
+        (
+            {"RUNTIME_API_TOKEN": "short-secret-but-long-enough\n"},
+            "variable RUNTIME_API_TOKEN",
+            "the value (secret, not shown) contains a control character (U+000A) at character 29",
+        ),
+        ({"RUNTIME_LOG_LEVEL": "info\t"}, "variable RUNTIME_LOG_LEVEL", "the value 'info\\t' contains a control"),
     ],
 )
 def test_each_variable_passes_its_rule(

@@ -324,7 +324,8 @@ def test_github_a_deploy_accepted_but_lost_leaves_an_error_and_a_summary(tmp_pat
     """Every exit path in GitHub mode: one that cannot be followed to its end (exit 1) says so there too."""
     from runner.cli.client import ApiFailure
     from runner.cli.errors import DeployFailed
-    from runner.cli.watch import Target, watch
+    from runner.cli.follow import Target
+    from runner.cli.watch import watch
     from runner.core.secrets import Masker
 
     class Gone:
@@ -342,6 +343,20 @@ def test_github_a_deploy_accepted_but_lost_leaves_an_error_and_a_summary(tmp_pat
     assert out.getvalue().startswith("::error::deploy of dev 1.0.3: accepted, but its outcome is unknown here: ")
     text = summary.read_text()
     assert text.startswith("## deployplan: `dev` `1.0.3` outcome unknown\n") and "| exit code | 1 |" in text
+
+
+def test_apply_and_follow_watch_one_target_type() -> None:
+    """follow.py had a `Target` Protocol and watch.py a `Target` dataclass: two types with one name for one idea."""
+    import ast
+
+    cli_dir = Path(__file__).resolve().parents[2] / "runner" / "cli"
+    defined = [
+        path.name
+        for path in sorted(cli_dir.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.name == "Target"
+    ]
+    assert defined == ["follow.py"]
 
 
 def test_a_secret_across_two_coloured_pieces_is_still_masked() -> None:

@@ -264,14 +264,58 @@ def test_a_missing_variable_is_reported_at_the_env_mapping(tmp_path: Path) -> No
         15,
         11,
         "env.RUNTIME_FAULT",
-        f"not mapped; {TABLE_PATH}:{table_line} lists it, so the deploy step must set it",
+        f"not mapped in the step 'Deploy' (`deployplan apply`); {TABLE_PATH}:{table_line} lists it, and every "
+        "step that runs deployplan check, apply or dry-run must map it",
     )
 
 
 def test_an_extra_variable_is_reported_at_its_key(tmp_path: Path) -> None:
     [problem] = check(tmp_path, WORKFLOW + "          RUNTIME_DEBUG: '1'\n")
     assert (problem.line, problem.col, problem.field) == (24, 11, "env.RUNTIME_DEBUG")
-    assert problem.message == f"is not in {TABLE_PATH}; add it there or remove this mapping"
+    assert problem.message == (
+        f"is not in {TABLE_PATH}; add it there or remove this mapping from the step 'Deploy' (`deployplan apply`)"
+    )
+
+
+# The deploy job as deploy.yml has it: a step that runs `deployplan check` before the one that runs apply.
+CHECK_STEP = """      - name: Check the setup
+        run: deployplan check --env "$DEPLOY_ENVIRONMENT" --tag "$DEPLOY_TAG"
+        env:
+          DEPLOY_ENVIRONMENT: ${{ inputs.environment }}
+          RUNTIME_ENV: ${{ inputs.environment }}
+          RUNTIME_LOG_LEVEL: info
+          RUNTIME_API_TOKEN: ${{ secrets.RUNTIME_API_TOKEN }}
+          RUNTIME_FAULT: ""
+"""
+WITH_CHECK = WORKFLOW.replace("      - name: Deploy\n", CHECK_STEP + "      - name: Deploy\n")
+
+
+def test_a_check_step_that_maps_exactly_the_table_is_clean(tmp_path: Path) -> None:
+    assert check(tmp_path, WITH_CHECK) == []
+
+
+def test_a_variable_missing_from_the_check_step_only_is_reported_there(tmp_path: Path) -> None:
+    """It used to pass lint; every deploy job then stopped at check with `FAIL variable RUNTIME_API_TOKEN:
+    required and not set`, a secret that was set."""
+    text = WITH_CHECK.replace(
+        CHECK_STEP, CHECK_STEP.replace("          RUNTIME_API_TOKEN: ${{ secrets.RUNTIME_API_TOKEN }}\n", "")
+    )
+    [problem] = check(tmp_path, text)
+    assert (problem.line, problem.col, problem.field) == (14, 11, "env.RUNTIME_API_TOKEN")  # its env:
+    assert problem.message.startswith("not mapped in the step 'Check the setup' (`deployplan check`); ")
+
+
+def test_an_extra_variable_in_the_check_step_and_a_dry_run_step_without_env(tmp_path: Path) -> None:
+    text = WITH_CHECK.replace(CHECK_STEP, CHECK_STEP + "          RUNTIME_DEBUG: '1'\n")
+    text += "      - run: deployplan dry-run plans/runtime.yaml --env dev --tag 1.0.0\n"
+    found = [(p.line, p.field, p.message.split(";")[0]) for p in check(tmp_path, text)]
+    assert found == [
+        (19, "env.RUNTIME_DEBUG", f"is not in {TABLE_PATH}"),
+        *[
+            (33, f"env.{name}", "not mapped in the step that runs `deployplan dry-run`")
+            for name in repository_schema().names()
+        ],
+    ]
 
 
 def test_every_missing_and_extra_variable_is_reported(tmp_path: Path) -> None:
@@ -339,5 +383,5 @@ def test_lint_checks_the_deploy_workflow(cli: Cli, workspace: Path) -> None:
     assert result.returncode == 1
     assert result.stderr == (
         ".github/workflows/deploy.yml:24:11: env.RUNTIME_DEBUG: is not in infra/ENV_SCHEMA.md; "
-        "add it there or remove this mapping\n"
+        "add it there or remove this mapping from the step 'Deploy' (`deployplan apply`)\n"
     )

@@ -117,6 +117,41 @@ def test_check_skips_unset_and_empty_required_but_checks_a_set_empty_optional() 
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        (SECRET + "\n", "a control character (U+000A) at character 31 (the value ends with a line break"),
+        (SECRET + "\r\n", "a control character (U+000D) at character 31 (the value ends with a line break"),
+        ("tab\there-" + SECRET, "a control character (U+0009) at character 4, which"),
+        ("\x1b[2J" + SECRET, "a control character (U+001B) at character 1, which"),
+        (SECRET + "\x85", "a control character (U+0085) at character 31, which"),
+        (SECRET + "\udcff", "a lone surrogate (U+DCFF) at character 31, which"),  # a byte that is not UTF-8
+    ],
+)
+def test_a_value_the_agent_refuses_is_named_by_its_code_point_whatever_its_rule(value: str, named: str) -> None:
+    """The agent refuses such a value with 422 (counted as a refusal); here it stops the command before sending.
+    `any` and a table without rules let everything through: this holds anyway, and never shows a secret."""
+    text = HEADER + "| `TOKEN` | yes | yes | any | d |\n| `PUBLIC` | no | no | any | d |\n"
+    schema = parse_env_schema(text, source=TABLE)
+    [problem] = schema.check({"TOKEN": value}, environment="dev")
+    assert (problem.line, problem.col, problem.field) == (3, 1, "TOKEN")
+    assert problem.message.startswith(f"the value (secret, not shown) contains {named}"), problem.message
+    assert problem.message.endswith("which the agent refuses: remove it; nothing was sent")
+    assert SECRET not in problem.format()
+    [public] = schema.check({"TOKEN": SECRET, "PUBLIC": "a\x1bb"}, environment="dev")
+    assert public.message.startswith("the value 'a\\x1bb' contains a control character (U+001B) at character 2")
+    plain = parse_env_schema(
+        "| Variable | Required | Secret | Description |\n|---|---|---|---|\n| `A` | yes | no | d |\n", source=TABLE
+    )
+    assert [p.field for p in plain.check({"A": "x\n"}, environment="dev")] == ["A"]
+
+
+def test_a_value_with_a_control_character_and_a_broken_rule_is_one_problem() -> None:
+    schema = parse_env_schema(HEADER + "| `LEVEL` | yes | no | one of: info | d |\n", source=TABLE)
+    [problem] = schema.check({"LEVEL": "info\n"}, environment="dev")
+    assert "U+000A" in problem.message and "breaks the rule" not in problem.message
+
+
 # -- the CLI: every broken rule before anything is sent
 
 DRY_RUN = ("dry-run", "plans/runtime.yaml", "--env", "dev", "--tag", "1.0.3", "--repository", "acme/trader")
@@ -151,6 +186,22 @@ def test_every_broken_rule_is_named_before_anything_is_sent(cli: Cli, workspace:
         "characters': must be at least 16 characters long; nothing was sent",
     ]
     assert SECRET[:9] not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", [DRY_RUN, APPLY], ids=["dry-run", "apply"])
+def test_a_pasted_secrets_trailing_newline_stops_the_command_before_anything_is_sent(
+    cli: Cli, workspace: Path, command: tuple[str]
+) -> None:
+    """Sent, it was refused by the agent with 422 (exit 3, counted against the identity's refusals)."""
+    result = cli.run(*command, cwd=workspace, env={**GOOD, "RUNTIME_API_TOKEN": SECRET + "\n"})
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"{TABLE}:17:1: RUNTIME_API_TOKEN: the value (secret, not shown) contains a control character (U+000A) at "
+        "character 31 (the value ends with a line break: pasted with it?), which the agent refuses: remove it; "
+        "nothing was sent"
+    ) in result.stderr.splitlines()
+    assert "cannot reach the agent" not in result.stderr
+    assert SECRET not in result.stdout + result.stderr
 
 
 def test_rules_hold_together_with_missing_variables(cli: Cli, workspace: Path) -> None:
