@@ -70,15 +70,11 @@ def _report(
 ) -> None:
     reason = "\n".join(printable(line) for line in masker.mask(reason).splitlines())
     environment, tag = masker.mask(environment), masker.mask(tag)
-    if problems is None:
-        console.print(command("error", f"deploy of {environment} {tag}: {result}: {reason}"))
-    else:
-        console.print(
-            command(
-                "error",
-                f"deploy of {environment} {tag}: {result} ({len(problems)} problem(s), each its own error line)",
-            )
-        )
+    # Invalid input has an error line per problem at its file and line already: the headline only counts them.
+    why = (
+        f"{result}: {reason}" if problems is None else f"{result} ({len(problems)} problem(s), each its own error line)"
+    )
+    console.print(command("error", f"deploy of {environment} {tag}: {why}"))
     title = "not deployed" if code != Exit.FAILED else "outcome unknown"
     masked = [Problem(p.file, p.line, p.col, p.field, masker.mask(p.message)) for p in problems or ()]
     summary = not_run_markdown(

@@ -8,6 +8,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,7 @@ def test_check_in_a_job_without_id_token_write_fails_where_apply_would_exit_2(
 # -- the dry run carries the job's token, so the agent judges it before apply sends it
 
 DRY_RUN = ("dry-run", "plans/runtime.yaml", "--env", "dev", "--tag", "1.0.3", "--repository", "acme/trader")
+CHECK_TEXT = ("check", "--env", "dev", "--repository", "acme/trader")
 ONE_DIGIT_OFF = REPOSITORY_ID[:-1] + str((int(REPOSITORY_ID[-1]) + 1) % 10)
 
 
@@ -234,6 +236,32 @@ def in_the_job(url: str, tokens: TokenRequests, tmp_path: Path) -> dict[str, str
     )
 
 
+@dataclass
+class Job:
+    """An agent that judges the deploy job's token (DEPLOY_AGENT_GITHUB_* with these changes), served, and the
+    environment of a deploy job in GitHub Actions that talks to it."""
+
+    api: Api
+    url: str
+    env: dict[str, str]
+
+
+@pytest.fixture
+def job(
+    make_api: Callable[..., Api],
+    serve: Callable[[Api], str],
+    issuer: tuple[Jwks, Key, GithubIssuer],
+    token_service: TokenRequests,
+    tmp_path: Path,
+) -> Callable[..., Job]:
+    def make(**settings: str) -> Job:
+        api = judging_agent(make_api, issuer[0], **settings)
+        url = serve(api)
+        return Job(api, url, in_the_job(url, token_service, tmp_path))
+
+    return make
+
+
 def the_token(result: Any) -> str:
     """The job's token, from its mask line; it must appear nowhere else."""
     (token,) = [
@@ -247,19 +275,12 @@ def the_token(result: Any) -> str:
 
 
 def test_check_fails_a_token_the_deploy_would_have_403_naming_the_servers_variable(
-    cli: InProcessCli,
-    workspace: Path,
-    make_api: Callable[..., Api],
-    serve: Callable[[Api], str],
-    issuer: tuple[Jwks, Key, GithubIssuer],
-    token_service: TokenRequests,
-    tmp_path: Path,
+    cli: InProcessCli, workspace: Path, job: Callable[..., Job]
 ) -> None:
     """The server's DEPLOY_AGENT_GITHUB_REPOSITORY_ID is one digit off. check used to read the token's audience
     only and say ready; apply then got 403 after the reviewers approved."""
-    api = judging_agent(make_api, issuer[0], DEPLOY_AGENT_GITHUB_REPOSITORY_ID=ONE_DIGIT_OFF)
-    env = in_the_job(serve(api), token_service, tmp_path)
-    result = cli.run("check", "--env", "dev", "--tag", "1.0.3", "--repository", "acme/trader", cwd=workspace, env=env)
+    refusing = job(DEPLOY_AGENT_GITHUB_REPOSITORY_ID=ONE_DIGIT_OFF)
+    result = cli.run(*CHECK_TEXT, "--tag", "1.0.3", cwd=workspace, env=refusing.env)
     assert result.returncode == 1, result.stdout
     assert (
         "FAIL  dry run: the agent would refuse this deploy job's GitHub OIDC token (a deploy would get 403): "
@@ -274,51 +295,28 @@ def test_check_fails_a_token_the_deploy_would_have_403_naming_the_servers_variab
     assert "::error::check dry run: the agent would refuse this deploy job's GitHub OIDC token" in result.stdout
     token = the_token(result)
     assert result.stdout.index(f"::add-mask::{token}") < result.stdout.index("ok    ")
-    assert api.audit() == []  # a dry run: nothing deployed, no refusal recorded, the token not used up
+    assert refusing.api.audit() == []  # a dry run: nothing deployed, no refusal recorded, the token not used up
 
 
-def test_check_passes_a_token_the_agent_accepts(
-    cli: InProcessCli,
-    workspace: Path,
-    make_api: Callable[..., Api],
-    serve: Callable[[Api], str],
-    issuer: tuple[Jwks, Key, GithubIssuer],
-    token_service: TokenRequests,
-    tmp_path: Path,
-) -> None:
-    env = in_the_job(serve(judging_agent(make_api, issuer[0])), token_service, tmp_path)
-    result = cli.run("check", "--env", "dev", "--tag", "1.0.3", "--repository", "acme/trader", cwd=workspace, env=env)
+def test_check_passes_a_token_the_agent_accepts(cli: InProcessCli, workspace: Path, job: Callable[..., Job]) -> None:
+    result = cli.run(*CHECK_TEXT, "--tag", "1.0.3", cwd=workspace, env=job().env)
     assert result.returncode == 0, result.stdout
     assert "ok    dry run: the agent accepts the plan for dev, and this caller may deploy it" in result.stdout
     the_token(result)
 
 
 def test_check_without_a_tag_says_the_token_was_not_judged(
-    cli: InProcessCli,
-    workspace: Path,
-    make_api: Callable[..., Api],
-    serve: Callable[[Api], str],
-    issuer: tuple[Jwks, Key, GithubIssuer],
-    token_service: TokenRequests,
-    tmp_path: Path,
+    cli: InProcessCli, workspace: Path, job: Callable[..., Job]
 ) -> None:
-    env = in_the_job(serve(judging_agent(make_api, issuer[0])), token_service, tmp_path)
-    result = cli.run("check", "--env", "dev", "--repository", "acme/trader", cwd=workspace, env=env)
+    result = cli.run(*CHECK_TEXT, cwd=workspace, env=job().env)
     assert f"token for '{AUDIENCE}' (not sent: give --tag and the agent judges it)" in result.stdout
 
 
 def test_dry_run_in_the_job_carries_the_token_and_exits_3_with_the_agents_reason(
-    cli: InProcessCli,
-    workspace: Path,
-    make_api: Callable[..., Api],
-    serve: Callable[[Api], str],
-    issuer: tuple[Jwks, Key, GithubIssuer],
-    token_service: TokenRequests,
-    tmp_path: Path,
+    cli: InProcessCli, workspace: Path, job: Callable[..., Job]
 ) -> None:
-    api = judging_agent(make_api, issuer[0], DEPLOY_AGENT_GITHUB_REPOSITORY_ID=ONE_DIGIT_OFF)
-    url = serve(api)
-    result = cli.run(*DRY_RUN, "--agent", url, cwd=workspace, env=in_the_job(url, token_service, tmp_path))
+    refusing = job(DEPLOY_AGENT_GITHUB_REPOSITORY_ID=ONE_DIGIT_OFF)
+    result = cli.run(*DRY_RUN, "--agent", refusing.url, cwd=workspace, env=refusing.env)
     assert result.returncode == 3, result.stdout + result.stderr
     assert f"with the deploy job's GitHub OIDC token for {AUDIENCE}" in result.stdout
     assert "may deploy      NO (this caller, to dev)" in result.stdout
@@ -326,7 +324,7 @@ def test_dry_run_in_the_job_carries_the_token_and_exits_3_with_the_agents_reason
     assert "the agent would refuse the deploy job's GitHub OIDC token: " in result.stderr
     assert "(change: set DEPLOY_AGENT_GITHUB_REPOSITORY_ID to this repository's id" in result.stderr
     the_token(result)
-    assert api.audit() == []
+    assert refusing.api.audit() == []
 
 
 def test_dry_run_outside_github_actions_asks_for_no_token_and_says_so(
