@@ -19,9 +19,11 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.test import TestResponse
 
+from accesskeys import Jwks, Key
 from agent.app import create_app
 from agent.auditlog import AuditLog
 from fakedocker import FakeDocker
+from githuboidc import GithubIssuer, github_issuer
 from runner.cli.console import Console
 from runner.cli.main import run
 
@@ -184,3 +186,22 @@ def record_deployment(
     if outcome is not None:
         error = None if outcome == "succeeded" else {"step": "verify", "message": "exited with code 1"}
         log.append("deployment_finished", deployment_id=d, actor="token", state=outcome, error=error, logs=["x"])
+
+
+# -- signing keys served on loopback: Cloudflare Access's team keys, GitHub's OIDC issuer
+
+
+@pytest.fixture(scope="module")
+def jwks() -> Iterator[tuple[Jwks, Key]]:
+    """A JWKS on loopback serving one RS256 key (and the private key that signs with it)."""
+    key, served = Key.new(), Jwks()
+    served.serve(key)
+    yield served, key
+    served.close()
+
+
+@pytest.fixture(scope="module")
+def issuer(jwks: tuple[Jwks, Key]) -> tuple[Jwks, Key, GithubIssuer]:
+    """GitHub Actions' OIDC issuer played on that JWKS: the deploy job's tokens, signed with its key."""
+    served, key = jwks
+    return served, key, github_issuer(served)

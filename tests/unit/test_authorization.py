@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -26,14 +26,6 @@ class Access:
 
     def as_person(self, email: str) -> dict[str, str]:
         return {HEADER: self.issuer.sign(self.key, self.issuer.user_claims(email))}
-
-
-@pytest.fixture(scope="module")
-def jwks() -> Iterator[tuple[Jwks, Key]]:
-    key, served = Key.new(), Jwks()
-    served.serve(key)
-    yield served, key
-    served.close()
 
 
 @pytest.fixture

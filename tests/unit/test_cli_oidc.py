@@ -30,7 +30,6 @@ from githuboidc import (
     GithubIssuer,
     TokenRequests,
     agent_settings,
-    github_issuer,
     job_token,
 )
 from runner.cli.oidc import what_to_change
@@ -38,14 +37,6 @@ from runner.cli.oidc import what_to_change
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = "ghcr.io/acme/trader/runtime"
 APPLY = ("apply", "plans/runtime.yaml", "--env", "dev", "--tag", "1.0.3", "--repository", "acme/trader")
-
-
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[tuple[Jwks, Key, GithubIssuer]]:
-    key, jwks = Key.new(), Jwks()
-    jwks.serve(key)
-    yield jwks, key, github_issuer(jwks)
-    jwks.close()
 
 
 @pytest.fixture

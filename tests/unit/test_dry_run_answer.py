@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +72,6 @@ def test_docker_gone_while_asking_is_not_found_saying_so() -> None:
 
 
 # -- may_deploy with Cloudflare Access, and the CLI behind a stand-in for Access's edge
-
-
-@pytest.fixture(scope="module")
-def jwks() -> Iterator[tuple[Jwks, Key]]:
-    key, served = Key.new(), Jwks()
-    served.serve(key)
-    yield served, key
-    served.close()
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,6 @@ from githuboidc import AUDIENCE, GithubIssuer, agent_settings, github_issuer
 
 HEADER = "X-GitHub-OIDC-Token"
 CLAIMED = {"actor": "mallory", "run_url": "https://github.com/evil/x/actions/runs/1", "repository": "evil/x"}
-
-
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[tuple[Jwks, Key, GithubIssuer]]:
-    key, jwks = Key.new(), Jwks()
-    jwks.serve(key)
-    yield jwks, key, github_issuer(jwks)
-    jwks.close()
 
 
 @pytest.fixture
