@@ -15,7 +15,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from hashlib import sha256
 from pathlib import Path
 
 import docker
@@ -23,8 +22,8 @@ import pytest
 from test_cli_agent import _process_env, _sigint_as_default, apply_args, cli_images, deployment_id, operator_env, ws
 from test_cli_agent import running_agent as _running_agent
 
+from forgery import rechained
 from realparts import CANARY, Agent, Cli, Images, record
-from runner.core.chain import canonical
 
 __all__ = ["cli_images", "ws"]  # module fixtures of test_cli_agent, used here too
 
@@ -236,10 +235,7 @@ def test_audit_pull_copies_appends_and_refuses_a_copy_that_changed(
     # The copy's last record rewritten (its own hash recomputed, so the copy alone still verifies).
     lines = copy.read_bytes().splitlines(keepends=True)
     last = json.loads(lines[-1])
-    last["actor"] = "mallory"
-    del last["hash"]
-    last["hash"] = sha256(canonical(last)).hexdigest()
-    copy.write_bytes(b"".join(lines[:-1]) + canonical(last) + b"\n")
+    copy.write_bytes(b"".join(lines[:-1]) + rechained([last | {"actor": "mallory"}], prev=last["prev"]))
     assert cli.run("audit", "verify", str(copy), cwd=ws).returncode == 0
     before = copy.read_bytes()
     refused = cli.run(*pull, cwd=ws, env=operator_env(dev_agent))

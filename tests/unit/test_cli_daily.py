@@ -14,6 +14,7 @@ import pytest
 from agent.auditlog import AuditLog
 from conftest import TOKEN, Api, record_deployment
 from conftest import InProcessCli as Cli
+from forgery import rechained
 from runner.cli.console import Console, wants_color
 from runner.cli.main import COMMANDS, run
 
@@ -252,14 +253,7 @@ def test_pull_refuses_a_copy_whose_last_record_changed_and_names_the_seq(
     lines = copy.read_bytes().splitlines(keepends=True)
     last = json.loads(lines[-1])
     # Rewritten whole, hash and all, so that the copy's own chain still holds: only the agent can tell.
-    from hashlib import sha256
-
-    from runner.core.chain import canonical
-
-    last["actor"] = "mallory"
-    del last["hash"]
-    last["hash"] = sha256(canonical(last)).hexdigest()
-    copy.write_bytes(b"".join(lines[:-1]) + canonical(last) + b"\n")
+    copy.write_bytes(b"".join(lines[:-1]) + rechained([last | {"actor": "mallory"}], prev=last["prev"]))
     before = copy.read_bytes()
     code, _, err = pull(cli, url, copy)
     assert code == 1
@@ -290,18 +284,10 @@ def test_verify_with_the_agent_takes_its_history_heads_as_anchors(
     assert "2 anchor(s) match" in result.stdout
     assert "2 audit head(s) from the agent's history as anchors" in result.stderr
     # A copy that the agent's heads contradict: rewritten whole from a record one of them anchors.
-    from hashlib import sha256
-
-    from runner.core.chain import canonical
-
-    records = [json.loads(line) for line in copy.read_bytes().splitlines()]
+    lines = copy.read_bytes().splitlines(keepends=True)
+    records = [json.loads(line) for line in lines]
     records[1]["actor"] = "mallory"
-    previous = records[0]["hash"]
-    for record in records[1:]:
-        record["prev"] = previous
-        del record["hash"]
-        record["hash"] = previous = sha256(canonical(record)).hexdigest()
-    copy.write_bytes(b"".join(canonical(r) + b"\n" for r in records))
+    copy.write_bytes(lines[0] + rechained(records[1:], prev=records[0]["hash"]))
     alone = cli.run("audit", "verify", str(copy), cwd=tmp_path)
     against = cli.run("audit", "verify", str(copy), "--agent", url, cwd=tmp_path, env=agent(url))
     assert alone.returncode == 0
