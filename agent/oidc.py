@@ -25,6 +25,8 @@ from agent.oidcclaims import audited, refusals
 from runner.core.text import shorten
 
 LEEWAY = 60
+# What `Verified.origin()` is made of: a token without one of them is not valid (401), never a 500 later.
+ORIGIN_CLAIMS = ("repository", "run_id", "run_attempt", "actor", "sha", "ref", "workflow_ref")
 # GitHub's tokens are about 1.5 KiB; gunicorn refuses a header field over 8190 bytes before it gets here.
 MAX_TOKEN_CHARS = 8000
 
@@ -116,7 +118,8 @@ class GithubOidcVerifier:
                 issuer=s.issuer,
                 leeway=LEEWAY,
                 options={
-                    "require": ["exp", "iat", "nbf", "iss", "aud", "jti"],
+                    # The signature's and time's claims, and those the verified origin is made of.
+                    "require": ["exp", "iat", "nbf", "iss", "aud", "jti", *ORIGIN_CLAIMS],
                     "enforce_minimum_key_length": True,
                 },
             )

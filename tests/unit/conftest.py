@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.test import TestResponse
@@ -63,6 +67,7 @@ def cli() -> InProcessCli:
 # -- the agent's app, served by Flask's test client, with a recording Docker
 
 REPOSITORY = "registry.test/acme/trader/runtime"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "unit-test-token-" + "x" * 24
 # The agent refuses to start while a mount source is missing: dev's is a real folder of this session.
 RUNTIME_DATA = Path(tempfile.mkdtemp(prefix="deployplan-unit-")) / "runtime-dev"
@@ -205,3 +210,11 @@ def issuer(jwks: tuple[Jwks, Key]) -> tuple[Jwks, Key, GithubIssuer]:
     """GitHub Actions' OIDC issuer played on that JWKS: the deploy job's tokens, signed with its key."""
     served, key = jwks
     return served, key, github_issuer(served)
+
+
+def api_document(component: str) -> Draft202012Validator:
+    """A validator of one schema of the agent's OpenAPI document (its `$ref`s resolved in the document)."""
+    document = yaml.safe_load((REPO_ROOT / "schemas" / "agent-api.openapi.yaml").read_text("utf-8"))
+    resource = Resource.from_contents(document, default_specification=DRAFT202012)
+    registry: Registry[Any] = Registry().with_resource("urn:agent-api", resource)
+    return Draft202012Validator({"$ref": f"urn:agent-api#/components/schemas/{component}"}, registry=registry)

@@ -17,7 +17,7 @@ from accesskeys import HEADER as ACCESS_HEADER
 from accesskeys import TEAM, Issuer, Jwks, Key
 from agent.auditlog import AuditLog
 from agent.oidcclaims import audited
-from conftest import RUNTIME_ENV, Api, plan, record_deployment
+from conftest import RUNTIME_ENV, Api, api_document, plan, record_deployment
 from fakedocker import FakeDocker
 from githuboidc import AUDIENCE, GithubIssuer, agent_settings, github_issuer
 
@@ -73,6 +73,9 @@ def test_a_deploy_without_the_token_is_401_audited_and_touches_nothing(required:
         ({"event_name": "push"}, "dev", 403, "event_name"),
         ({"environment": "dev"}, "prod", 403, "environment"),
         ({"repository_id": "1"}, "dev", 403, "repository_id"),
+        # Signed by the issuer, but without a claim the verified origin is made of: refused, not a 500.
+        ({"run_id": None}, "dev", 401, "run_id"),
+        ({"actor": None}, "dev", 401, "actor"),
     ],
 )
 def test_a_refused_token_is_audited_with_its_claims_never_the_token(
@@ -88,9 +91,10 @@ def test_a_refused_token_is_audited_with_its_claims_never_the_token(
     answer = api.deploy(body(env), **{HEADER: token})
     assert answer.status_code == status
     assert claim in answer.get_json()["error"]["message"]
+    api_document("ForbiddenError" if status == 403 else "UnauthorizedError").validate(answer.get_json())
     (refused,) = refusals(api)
-    assert refused["github_oidc"]["jti"] == claims["jti"] and refused["github_oidc"][claim] == claims[claim]
-    assert refused["github_oidc"]["run_id"] == claims["run_id"]
+    assert refused["github_oidc"]["jti"] == claims["jti"] and refused["github_oidc"].get(claim) == claims.get(claim)
+    assert refused["github_oidc"].get("run_id") == claims.get("run_id")
     assert token not in (api.state_dir / "audit.jsonl").read_text()
     assert token.split(".")[2] not in (api.state_dir / "audit.jsonl").read_text()
     assert api.docker.touched() == []
@@ -147,6 +151,7 @@ def test_an_accepted_token_gives_the_verified_origin_and_is_used_up(
         time.sleep(0.02)
         again = api.deploy(body(), **{HEADER: token})
     assert again.status_code == 403 and "expected a token never accepted before" in again.get_json()["error"]["message"]
+    api_document("ForbiddenError").validate(again.get_json())
     assert [r["event"] for r in api.audit()].count("deployment_started") == 1
 
 
