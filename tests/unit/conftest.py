@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
+from flask import Flask
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
-from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.test import TestResponse
 
