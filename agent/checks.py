@@ -22,7 +22,7 @@ from agent.dockerio import DOCKER_ERRORS
 from agent.jwks import fetch_key_ids
 from agent.preflight import NETWORK_TIMEOUT, NOT_CHECKED, Check, Context, Line, existing_ancestor, free_space
 from agent.volumes import missing_sources
-from runner.core.secrets import reveal
+from runner.core.secrets import Masker, reveal
 
 
 def variables(ctx: Context) -> Iterator[Line]:
@@ -134,10 +134,11 @@ def registry_login(ctx: Context) -> Iterator[Line]:
     if client is None:
         yield Line("FAIL", f"registry {registry}", "not checked: Docker is not reachable")
         return
+    masker = Masker([config.registry_password])  # the engine's words never show the password, in any form
     try:
         client.login(config.registry_username, reveal(config.registry_password), registry=registry, reauth=True)
     except docker.errors.APIError as e:
-        said = str(e.explanation or e).replace(reveal(config.registry_password), "****")
+        said = masker.mask(str(e.explanation or e))
         if e.status_code in (401, 403) or "unauthorized" in said.lower() or "denied" in said.lower():
             yield Line(
                 "FAIL",
@@ -149,7 +150,7 @@ def registry_login(ctx: Context) -> Iterator[Line]:
             yield Line("warn", f"registry {registry}", f"the engine could not try the login: {said}")
         return
     except DOCKER_ERRORS as e:
-        yield Line("warn", f"registry {registry}", f"the login could not be tried: {e}")
+        yield Line("warn", f"registry {registry}", f"the login could not be tried: {masker.mask(str(e))}")
         return
     yield Line("ok", f"registry {registry}", f"the engine logs in as {config.registry_username}")
 

@@ -11,7 +11,7 @@ import requests
 
 from agent.config import Config
 from agent.dockerio import DOCKER_ERRORS, Connect
-from runner.core.secrets import Secret, reveal
+from runner.core.secrets import Masker, Secret, reveal
 from runner.core.text import shorten
 
 # The dry run answers synchronously and holds a request thread meanwhile: a registry that stalls is answered as
@@ -50,10 +50,9 @@ def ask_registry(connect: Connect, image: str, *, auth: dict[str, str | Secret] 
 
 
 def _masked(reason: str, auth: dict[str, str] | None) -> str:
-    """The engine's words, bounded, and never the password (should a registry ever echo it)."""
-    if auth and auth.get("password"):
-        reason = reason.replace(auth["password"], "****")
-    return shorten(reason, REASON_CHARS)
+    """The engine's words, bounded, and never the password (should a registry ever echo it, in any form the
+    masker knows)."""
+    return shorten(Masker([auth["password"]] if auth and auth.get("password") else []).mask(reason), REASON_CHARS)
 
 
 def not_asked(image: str, *, slots: int, threads: int) -> dict[str, Any]:

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import docker.errors
 import pytest
 
 from accesskeys import TEAM, Issuer, Jwks, Key
@@ -153,3 +156,15 @@ def test_a_caller_not_listed_may_not_deploy_and_dry_run_exits_3(
     allowed = dry_run(cli, ws, url, "dev", DEV_TOKEN)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert "may deploy      yes (this caller, to dev)" in allowed.stdout
+
+
+@pytest.mark.parametrize("echo", [lambda p: p, quote, lambda p: json.dumps(p)[1:-1]], ids=["as-is", "url", "json"])
+def test_a_registry_that_echoes_the_password_in_any_form_shows_none_of_it(echo: Callable[[str], str]) -> None:
+    password = 'p@ss "word" 1234'
+
+    class Echoing(FakeDocker):
+        def inspect_distribution(self, image: str, auth_config: dict[str, str] | None = None) -> dict[str, Any]:
+            raise docker.errors.APIError(f"unauthorized: login {echo(password)} refused")
+
+    answer = ask_registry(Echoing().connect, f"{GHCR}:1.0.3", auth={"username": "bot", "password": password})
+    assert answer["found"] is False and answer["reason"].endswith("unauthorized: login **** refused")
