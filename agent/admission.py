@@ -33,7 +33,6 @@ from agent.recovery import lock_for_change, released_on_failure
 from agent.registry import ask_registry, not_asked, registry_auth
 from agent.threadshares import RegistryLookups
 from agent.validate import DeployRequest, check_request
-from agent.volumes import missing_sources
 from runner.core.facts import Facts
 from runner.core.steps import describe
 from runner.core.text import shorten
@@ -212,8 +211,8 @@ class Admission:
         """The refusal of a deploy (and of its dry run) whose environment lacks a bind source, naming the variable
         and each path; None when every source is there."""
         environment = request.environment
-        variable = f"DEPLOY_AGENT_VOLUMES_{environment.name.upper()}"
-        missing = missing_sources(variable, environment.volumes)
+        variable = environment.volumes_variable
+        missing = environment.missing_sources()
         if not missing:
             return None
         return ServerNotReady(

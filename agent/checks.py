@@ -21,7 +21,7 @@ from agent.config import ConfigError, load_config
 from agent.dockerio import DOCKER_ERRORS
 from agent.jwks import fetch_key_ids
 from agent.preflight import NETWORK_TIMEOUT, NOT_CHECKED, Check, Context, Line, existing_ancestor, free_space
-from agent.volumes import missing_sources
+from agent.volumes import source_state
 from runner.core.secrets import Masker, reveal
 
 
@@ -91,15 +91,14 @@ def mount_sources(ctx: Context) -> Iterator[Line]:
         yield Line("warn", "mount sources", NOT_CHECKED)
         return
     for env in ctx.config.environments.values():
-        variable = f"DEPLOY_AGENT_VOLUMES_{env.name.upper()}"
+        variable = env.volumes_variable
         if not env.volumes:
             yield Line("ok", variable, "no bind mounts")
         for mount in env.volumes:
-            missing = missing_sources(variable, (mount,))
-            if missing:
-                yield Line("FAIL", variable, missing[0].partition(": ")[2])
+            found = source_state(mount)
+            if isinstance(found, str):
+                yield Line("FAIL", variable, found)
             else:
-                found = os.stat(mount.source)
                 yield Line(
                     "ok",
                     variable,

@@ -42,6 +42,15 @@ class Environment:
     container: str
     volumes: tuple[Mount, ...]
 
+    @property
+    def volumes_variable(self) -> str:
+        """The server's variable that owns this environment's mounts."""
+        return f"DEPLOY_AGENT_VOLUMES_{self.name.upper()}"
+
+    def missing_sources(self) -> list[str]:
+        """A line per bind source of this environment that is not there (volumes.missing_sources)."""
+        return missing_sources(self.volumes_variable, self.volumes)
+
 
 @dataclass(frozen=True)
 class GithubOidc:
@@ -118,7 +127,7 @@ def load_config(environ: Mapping[str, str], *, check_sources: bool = True) -> Co
     environments = _environments(need("DEPLOY_AGENT_ENVIRONMENTS"), environ, problems, protected)
     if check_sources:
         for served in environments.values():
-            problems += missing_sources(f"DEPLOY_AGENT_VOLUMES_{served.name.upper()}", served.volumes)
+            problems += served.missing_sources()
     repository = need("DEPLOY_AGENT_IMAGE_REPOSITORY")
     if repository and not _IMAGE_REPOSITORY.fullmatch(repository):
         problems.append(
@@ -259,7 +268,6 @@ def _environments(
     return served
 
 
-GITHUB_OIDC_MODES = ("required", "off")
 # The variables DEPLOY_AGENT_GITHUB_OIDC=required needs; none of them is read with `off`.
 GITHUB_OIDC_VARIABLES = (
     "DEPLOY_AGENT_GITHUB_ISSUER",

@@ -22,7 +22,6 @@ from agent.ledger import Ledger
 from agent.lock import DeployLock
 from agent.logs import Stopwatch, log
 from agent.validate import DeployRequest
-from agent.volumes import missing_sources
 from runner.core import steps
 from runner.core.facts import Facts, Observed
 from runner.core.secrets import Masker
@@ -154,7 +153,7 @@ class Deployment:
         """The current container, once the mount sources are known to be still there: a pull takes minutes, and a
         source removed meanwhile would fail the start after the stop."""
         environment = self.request.environment
-        missing = missing_sources(f"DEPLOY_AGENT_VOLUMES_{environment.name.upper()}", environment.volumes)
+        missing = environment.missing_sources()
         if missing:
             raise StepFailed("stop_remove", "; ".join(missing) + "; nothing was stopped")
         return self.observe()

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Literal
 
 import docker
-import docker.auth
-import docker.errors
 
 from agent.config import Config
 from agent.dockerio import DOCKER_ERRORS, connect

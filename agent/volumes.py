@@ -66,19 +66,21 @@ def _overlaps(source: str, protected: str) -> bool:
 
 def missing_sources(name: str, mounts: tuple[Mount, ...]) -> list[str]:
     """One line per bind source that is not there (Docker must never create one: it would make it root's, 0755,
-    where the runtime cannot write), or that this user cannot even look at."""
-    problems = []
-    for mount in mounts:
-        try:
-            os.stat(mount.source)
-        except FileNotFoundError:
-            problems.append(
-                f"{name}: the mount source {mount.source} does not exist; create it, owned by the runtime's user "
-                f"(install -d -m 0750 -o UID -g GID {mount.source})"
-            )
-        except OSError as e:
-            problems.append(
-                f"{name}: the mount source {mount.source} cannot be checked ({e.strerror}); let the agent's user "
-                "look into the folders that hold it"
-            )
-    return problems
+    where the runtime cannot write), or that this user cannot even look at; `name` is the variable that owns them."""
+    return [f"{name}: {found}" for mount in mounts if isinstance(found := source_state(mount), str)]
+
+
+def source_state(mount: Mount) -> os.stat_result | str:
+    """The bind source's stat (one look), or what is wrong with it and what to do."""
+    try:
+        return os.stat(mount.source)
+    except FileNotFoundError:
+        return (
+            f"the mount source {mount.source} does not exist; create it, owned by the runtime's user "
+            f"(install -d -m 0750 -o UID -g GID {mount.source})"
+        )
+    except OSError as e:
+        return (
+            f"the mount source {mount.source} cannot be checked ({e.strerror}); let the agent's user look into the "
+            "folders that hold it"
+        )

@@ -277,19 +277,13 @@ class Lab:
         env = {
             "PATH": os.environ.get("PATH", ""),
             "PYTHONPATH": str(REPO),  # this checkout's agent, whatever is installed
-            "DEPLOY_AGENT_BIND": f"127.0.0.1:{lab.free_port()}",
-            "DEPLOY_AGENT_STATE_DIR": str(state_dir),
-            "DEPLOY_AGENT_ENVIRONMENTS": "dev,prod",
-            "DEPLOY_AGENT_IMAGE_REPOSITORY": self.image_repository,
-            "DEPLOY_AGENT_CONTAINER_DEV": self.container("dev"),
-            "DEPLOY_AGENT_CONTAINER_PROD": self.container("prod"),
-            "DEPLOY_AGENT_VOLUMES_DEV": f"{data}:/var/lib/runtime:rw",
-            "DEPLOY_AGENT_VOLUMES_PROD": "none",
-            "DEPLOY_AGENT_RESTART_POLICY": "unless-stopped",
-            "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=10m,max-file=3",
-            "DEPLOY_AGENT_AUTH": "token",
-            "DEPLOY_AGENT_TOKEN": self.token,
-            "DEPLOY_AGENT_GITHUB_OIDC": "off",
+            **lab.agent_settings(
+                state_dir=state_dir,
+                image_repository=self.image_repository,
+                containers={"dev": self.container("dev"), "prod": self.container("prod")},
+                volumes={"dev": f"{data}:/var/lib/runtime:rw", "prod": "none"},
+                token=self.token,
+            ),
         }
         if "DOCKER_HOST" in os.environ:
             env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]

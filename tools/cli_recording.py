@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import docker
 from demo import REPOSITORY, workspace
@@ -35,7 +36,10 @@ FIRST, SECOND = "1.0.0", "1.1.0"
 class Terminal:
     """One command on a screen: stdout and stderr in one stream, as it comes, with `^C` where it was pressed."""
 
+    started: ClassVar[list[Terminal]] = []  # every one of them, to stop what is still running at the end
+
     def __init__(self, args: list[str], *, cwd: Path, env: dict[str, str]) -> None:
+        Terminal.started.append(self)
         self.screen = [f"$ deployplan {shlex.join(args)}"]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "runner", *args],
@@ -95,16 +99,13 @@ def main(output: Path) -> None:
         agent_env = {
             "PATH": os.environ.get("PATH", ""),
             "PYTHONPATH": str(lab.REPO_ROOT),  # this checkout's agent, whatever else is installed
-            "DEPLOY_AGENT_BIND": f"127.0.0.1:{lab.free_port()}",
-            "DEPLOY_AGENT_STATE_DIR": str(root / "state"),
-            "DEPLOY_AGENT_ENVIRONMENTS": "dev",
-            "DEPLOY_AGENT_IMAGE_REPOSITORY": image_repo,
-            "DEPLOY_AGENT_CONTAINER_DEV": f"{NAME}-dev",
-            "DEPLOY_AGENT_VOLUMES_DEV": f"{root / 'data'}:/var/lib/runtime:rw",
-            "DEPLOY_AGENT_RESTART_POLICY": "unless-stopped",
-            "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=10m,max-file=3",
-            "DEPLOY_AGENT_AUTH": "token",
-            "DEPLOY_AGENT_TOKEN": token,
+            **lab.agent_settings(
+                state_dir=root / "state",
+                image_repository=image_repo,
+                containers={"dev": f"{NAME}-dev"},
+                volumes={"dev": f"{root / 'data'}:/var/lib/runtime:rw"},
+                token=token,
+            ),
         }
         command = [sys.executable, "-c", "from agent.main import main; main()"]
         agent = lab.AgentServer(agent_env, log_path=root / "agent.log", command=command).start()
@@ -138,6 +139,10 @@ def main(output: Path) -> None:
         output.write_text(_markdown([*apply.screen, "", *follow.screen], logs.screen), "utf-8")
         print(f"wrote {output}")
     finally:
+        for terminal in Terminal.started:  # a failed recording leaves no `logs --follow` polling a gone agent
+            if terminal.process.poll() is None:
+                terminal.process.kill()
+                terminal.process.wait()
         if agent is not None:
             agent.stop()
         lab.remove_containers(client, NAME)

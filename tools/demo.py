@@ -93,19 +93,13 @@ def main() -> None:
         data.mkdir()
         agent_env = {
             "PATH": os.environ.get("PATH", ""),
-            "DEPLOY_AGENT_BIND": f"127.0.0.1:{lab.free_port()}",
-            "DEPLOY_AGENT_STATE_DIR": str(state),
-            "DEPLOY_AGENT_ENVIRONMENTS": "dev,prod",
-            "DEPLOY_AGENT_IMAGE_REPOSITORY": image_repo,
-            "DEPLOY_AGENT_CONTAINER_DEV": f"{NAME}-dev",
-            "DEPLOY_AGENT_CONTAINER_PROD": f"{NAME}-prod",
-            "DEPLOY_AGENT_VOLUMES_DEV": f"{data}:/var/lib/runtime:rw",
-            "DEPLOY_AGENT_VOLUMES_PROD": "none",
-            "DEPLOY_AGENT_RESTART_POLICY": "unless-stopped",
-            "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=10m,max-file=3",
-            "DEPLOY_AGENT_AUTH": "token",
-            "DEPLOY_AGENT_TOKEN": token,
-            "DEPLOY_AGENT_GITHUB_OIDC": "off",
+            **lab.agent_settings(
+                state_dir=state,
+                image_repository=image_repo,
+                containers={"dev": f"{NAME}-dev", "prod": f"{NAME}-prod"},
+                volumes={"dev": f"{data}:/var/lib/runtime:rw", "prod": "none"},
+                token=token,
+            ),
         }
         for key, value in agent_env.items():
             if key != "PATH":

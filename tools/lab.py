@@ -297,6 +297,32 @@ def remove_containers(client: docker.DockerClient, names_prefix: str) -> None:
                 container.remove(force=True)
 
 
+def agent_settings(
+    *,
+    state_dir: Path,
+    image_repository: str,
+    containers: dict[str, str],
+    volumes: dict[str, str],
+    token: str,
+    runtime_logs: str = "max-size=10m,max-file=3",
+) -> dict[str, str]:
+    """Every DEPLOY_AGENT_* variable of an agent on loopback for the lab (tests, demo, benchmarks, recordings):
+    token auth, GitHub OIDC off, a fresh port; `containers` and `volumes` by environment name."""
+    return {
+        "DEPLOY_AGENT_BIND": f"127.0.0.1:{free_port()}",
+        "DEPLOY_AGENT_STATE_DIR": str(state_dir),
+        "DEPLOY_AGENT_ENVIRONMENTS": ",".join(containers),
+        "DEPLOY_AGENT_IMAGE_REPOSITORY": image_repository,
+        **{f"DEPLOY_AGENT_CONTAINER_{env.upper()}": name for env, name in containers.items()},
+        **{f"DEPLOY_AGENT_VOLUMES_{env.upper()}": volumes[env] for env in containers},
+        "DEPLOY_AGENT_RESTART_POLICY": "unless-stopped",
+        "DEPLOY_AGENT_RUNTIME_LOGS": runtime_logs,
+        "DEPLOY_AGENT_AUTH": "token",
+        "DEPLOY_AGENT_TOKEN": token,
+        "DEPLOY_AGENT_GITHUB_OIDC": "off",
+    }
+
+
 class AgentServer:
     """The real deploy agent under gunicorn on loopback, configured only by the environment it is given."""
 

@@ -250,17 +250,14 @@ def agent_env(
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOY_AGENT_", "RUNTIME_"))}
     return {
         **base,
-        "DEPLOY_AGENT_BIND": f"127.0.0.1:{lab.free_port()}",
-        "DEPLOY_AGENT_STATE_DIR": str(state_dir),
-        "DEPLOY_AGENT_ENVIRONMENTS": ",".join(containers),
-        "DEPLOY_AGENT_IMAGE_REPOSITORY": images.repository,
-        **{f"DEPLOY_AGENT_CONTAINER_{env.upper()}": name for env, name in containers.items()},
-        **{f"DEPLOY_AGENT_VOLUMES_{env.upper()}": volumes for env in containers},
-        "DEPLOY_AGENT_RESTART_POLICY": "unless-stopped",
-        "DEPLOY_AGENT_RUNTIME_LOGS": "max-size=1m,max-file=2",
-        "DEPLOY_AGENT_AUTH": "token",
-        "DEPLOY_AGENT_TOKEN": token,
-        "DEPLOY_AGENT_GITHUB_OIDC": "off",
+        **lab.agent_settings(
+            state_dir=state_dir,
+            image_repository=images.repository,
+            containers=containers,
+            volumes=dict.fromkeys(containers, volumes),
+            token=token,
+            runtime_logs="max-size=1m,max-file=2",
+        ),
     }
 
 
