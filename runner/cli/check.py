@@ -20,7 +20,7 @@ from runner.cli.errors import AgentRefused, AgentUnreachable, Exit, UsageError
 from runner.cli.lint import SAMPLE_TAG, lint
 from runner.cli.preflight import Check, fail, ok, warn
 from runner.cli.workflowcheck import DEFAULT_PATH as WORKFLOW_PATH
-from runner.core.envschema import EnvSchema, Variable, load_env_schema
+from runner.core.envschema import EnvSchema, load_env_schema
 from runner.core.errors import InvalidInput
 from runner.core.plan import Plan, load_plan, read_plan_file
 from runner.core.render import check_inputs
@@ -101,7 +101,7 @@ def _lint(args: argparse.Namespace, *, repository: str | None) -> list[Check]:
 def _variables(args: argparse.Namespace, environ: Mapping[str, str], *, schema: EnvSchema | None) -> list[Check]:
     if schema is not None:
         parsed = ok("env schema", f"{args.env_schema} parses: {len(schema.variables)} variables")
-        return [parsed, *preflight.variables(schema, environ, env=args.env, rule=_rule)]
+        return [parsed, *preflight.variables(schema, environ, env=args.env)]
     try:
         load_env_schema(args.env_schema)
         reason = "unreadable"
@@ -114,14 +114,6 @@ def _render_fix(message: str) -> str:
     if "repository" in message:
         return "give --repository owner/repo (GITHUB_REPOSITORY in Actions)"
     return "fix the plan (deployplan render shows the same)"
-
-
-def _rule(var: Variable, value: str, env: str) -> str | None:
-    """The variable's value rule (ENV_SCHEMA.md's Rule column), as dry-run and apply check it."""
-    if var.rule is None:
-        return None
-    reason = var.rule.check(value, environment=env)
-    return None if reason is None else f"'{var.rule.text}': {reason}"
 
 
 def _agent(

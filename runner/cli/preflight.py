@@ -7,19 +7,16 @@ verdict is tested as a table.
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from runner.core.envschema import EnvSchema, Variable, unsendable
+from runner.core.envschema import EnvSchema, Variable
 
 Level = Literal["ok", "warn", "FAIL"]
 CLOCK_LIMIT = 30.0  # seconds; the agent's JWT checks allow 60 s of leeway
 LOW_DISK = 1024**3  # bytes; deploy-agent check warns under the same 1 GiB
 EMPTY_SECRET = "an empty GitHub secret arrives as an empty string"
-
-# A value rule: (variable, value, environment) -> None when it passes, else what is wrong.
-RuleCheck = Callable[[Variable, str, str], str | None]
 
 
 @dataclass(frozen=True)
@@ -51,12 +48,13 @@ def fail(name: str, reason: str, fix: str) -> Check:
     return Check(name, "FAIL", reason, fix)
 
 
-def variables(schema: EnvSchema, environ: Mapping[str, str], *, env: str, rule: RuleCheck | None = None) -> list[Check]:
-    """Each ENV_SCHEMA variable as its Required column says, and its value rule: an unset optional variable is
-    not checked, a set one is (even empty); an empty required one is missing, as apply says. A value the agent
-    refuses whatever its rule (a control character, a pasted secret's trailing newline) fails as apply refuses it.
+def variables(schema: EnvSchema, environ: Mapping[str, str], *, env: str) -> list[Check]:
+    """Each ENV_SCHEMA variable as its Required column says, judged by `EnvSchema.check`, as dry-run and apply
+    judge it (its rule; what the agent refuses whatever the rule, such as a pasted secret's trailing newline): an
+    unset optional variable is not checked, a set one is (even empty); an empty required one is missing.
 
     Where the value comes from in the deploy job: the GitHub Environment's secret of the same name."""
+    judged = {p.field: p.message.removesuffix("; nothing was sent") for p in schema.check(environ, environment=env)}
     checks = []
     for var in schema.variables:
         name, value = f"variable {var.name}", environ.get(var.name)
@@ -71,14 +69,8 @@ def variables(schema: EnvSchema, environ: Mapping[str, str], *, env: str, rule: 
                     fail(name, f"required and set to the empty string ({EMPTY_SECRET})", f"give {where} a value")
                 )
             continue
-        refused = unsendable(value)  # as dry-run and apply refuse it, before anything is sent
-        problem = rule(var, value, env) if rule is not None and refused is None else None
-        if refused is not None:
-            the_value = "the value (secret, not shown)" if var.secret else f"the value {value!r}"
-            checks.append(fail(name, f"{the_value} {refused}", f"set {where} to the value without it"))
-        elif problem is not None:
-            shown = " (secret, not shown)" if var.secret else f" (value {value!r})"
-            checks.append(fail(name, f"breaks its rule {problem}{shown}", f"set {where} to a value that passes"))
+        if var.name in judged:
+            checks.append(fail(name, judged[var.name], f"set {where} to a value that passes"))
         elif value == "":
             checks.append(ok(name, f"empty, so not sent (optional; {EMPTY_SECRET})"))
         else:

@@ -58,13 +58,16 @@ def test_an_empty_required_secret_is_named_as_what_github_does() -> None:
 
 
 def test_a_broken_rule_shows_a_public_value_and_never_a_secret() -> None:
-    def rule(var: Any, value: str, env: str) -> str | None:
-        return "must be something else"
-
-    checks = preflight.variables(SCHEMA, {"A_PUBLIC": "shown", "A_SECRET": "hidden-value"}, env="dev", rule=rule)
+    ruled = parse_env_schema(
+        "| Variable | Required | Secret | Rule | Description |\n|---|---|---|---|---|\n"
+        "| `A_PUBLIC` | yes | no | at least 8 characters | a |\n"
+        "| `A_SECRET` | yes | yes | at least 16 characters | b |\n| `AN_OPTION` | no | no | any | c |\n",
+        source="ENV_SCHEMA.md",
+    )
+    checks = preflight.variables(ruled, {"A_PUBLIC": "shown", "A_SECRET": "hidden-value"}, env="dev")
     assert [c.level for c in checks] == ["FAIL", "FAIL", "ok"]
     assert "'shown'" in checks[0].reason
-    assert "hidden-value" not in checks[1].line()
+    assert "hidden-value" not in checks[1].line() and "(secret, not shown)" in checks[1].reason
 
 
 # -- the Access token pair
@@ -526,11 +529,11 @@ def test_the_report_shows_terminal_controls_in_other_parties_words_escaped() -> 
 @pytest.mark.parametrize(
     ("environ", "name", "words"),
     [
-        ({"RUNTIME_ENV": "prod"}, "variable RUNTIME_ENV", "breaks its rule 'environment'"),
-        ({"RUNTIME_LOG_LEVEL": "loud"}, "variable RUNTIME_LOG_LEVEL", "(value 'loud')"),
-        ({"RUNTIME_API_TOKEN": "short-secret"}, "variable RUNTIME_API_TOKEN", "(secret, not shown)"),
+        ({"RUNTIME_ENV": "prod"}, "variable RUNTIME_ENV", "the value 'prod' breaks the rule 'environment'"),
+        ({"RUNTIME_LOG_LEVEL": "loud"}, "variable RUNTIME_LOG_LEVEL", "the value 'loud' breaks the rule 'one of:"),
+        ({"RUNTIME_API_TOKEN": "short-secret"}, "variable RUNTIME_API_TOKEN", "the value (secret, not shown) breaks"),
         ({"RUNTIME_API_TOKEN": ""}, "variable RUNTIME_API_TOKEN", "an empty GitHub secret arrives as an empty string"),
-        ({"RUNTIME_FAULT": "explode"}, "variable RUNTIME_FAULT", "breaks its rule 'pattern:"),
+        ({"RUNTIME_FAULT": "explode"}, "variable RUNTIME_FAULT", "breaks the rule 'pattern:"),
         (
             {"RUNTIME_API_TOKEN": "short-secret-but-long-enough\n"},
             "variable RUNTIME_API_TOKEN",
