@@ -17,6 +17,7 @@ import yaml
 
 from runner.cli.githubapi import GitHubApi, GitHubError
 from runner.cli.preflight import Check, fail, ok, warn
+from runner.cli.workflowcheck import DEFAULT_PATH as WORKFLOW
 from runner.core.envschema import EnvSchema
 
 ENVIRONMENTS = ("dev", "prod")
@@ -166,6 +167,9 @@ def _branches(api: GitHubApi, env: str, policy: Any) -> Check:
 
 
 def _secrets(api: GitHubApi, env: str, *, secrets: list[str], optional: set[str]) -> list[Check]:
+    if not secrets:  # no deploy.yml here, or one that maps no secret: nothing to compare with, not "all set"
+        reason = f"{WORKFLOW} maps no secret here (missing or unreadable): the secrets of {env} were not compared"
+        return [warn(f"{env} secrets", reason, f"run check from the repository's root, where {WORKFLOW} is")]
     try:
         found = api.get(api.repo_path("environments", env, "secrets") + "?per_page=100")
     except GitHubError as e:

@@ -566,3 +566,13 @@ def test_a_redirect_is_reported_and_the_token_never_follows_it(cli: Cli, workspa
     assert line["level"] == "FAIL"
     assert "redirect to " in line["reason"] and "a renamed repository? use its new name" in line["reason"]
     assert elsewhere.paths == []  # the token went to GITHUB_API_URL only
+
+
+def test_without_a_readable_deploy_workflow_the_secrets_are_not_said_to_be_set(
+    cli: Cli, workspace: Path, github: FakeGitHub
+) -> None:
+    (workspace / ".github" / "workflows" / "deploy.yml").unlink()
+    result = cli.run("check", "--env", "dev", "--github", "--json", cwd=workspace, env=_github_env(github))
+    for env in ("dev", "prod"):
+        line = _github_lines(result)[f"{env} secrets"]
+        assert line["level"] == "warn" and "not compared" in line["reason"], line
