@@ -255,11 +255,13 @@ def _report(console: Console, checks: list[Check], *, env: str, as_json: bool) -
             f"{failed} FAIL, {sum(c.level == 'warn' for c in checks)} warn, {len(checks)} checks: "
             + ("not ready" if failed else "ready")
         )
-        if console.github:
-            for check in checks:
-                if check.level == "FAIL":
-                    console.print(github.command("error", f"check {check.name}: {check.reason}; change: {check.fix}"))
     if console.github:
+        # Each FAIL an `::error::` line, with --json too: there on stderr, so that stdout stays one JSON document
+        # (the runner reads workflow commands from both).
+        show = console.error if as_json else console.print
+        for check in checks:
+            if check.level == "FAIL":
+                show(github.command("error", f"check {check.name}: {check.reason}; change: {check.fix}"))
         github.append_summary(console.environ.get("GITHUB_STEP_SUMMARY"), summary_table(checks, env=env))
 
 

@@ -491,6 +491,9 @@ def test_json_in_github_masks_the_secrets_on_stderr_and_keeps_stdout_pure_json(
     assert json.loads(result.stdout)["environment"] == "dev"  # the whole of stdout is the document
     assert "::add-mask::sekret-value-1234567" in result.stderr.splitlines()
     assert "sekret-value-1234567" not in result.stdout
+    # No agent here: its FAIL is an ::error:: line too, on stderr with the masks.
+    assert json.loads(result.stdout)["ok"] is False
+    assert any(line.startswith("::error::check agent: ") for line in result.stderr.splitlines()), result.stderr
 
 
 def test_the_summary_shows_other_parties_words_as_text_that_draws_nothing() -> None:
