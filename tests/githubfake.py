@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -211,11 +210,3 @@ class FakeGitHub:
 
 def _error(message: str, status: int) -> dict[str, str]:
     return {"message": message, "documentation_url": "https://docs.github.com/rest", "status": str(status)}
-
-
-def serve(repository: Repository | None = None) -> Iterator[FakeGitHub]:
-    fake = FakeGitHub(repository)
-    try:
-        yield fake
-    finally:
-        fake.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import lab
-from accesskeys import Issuer, Jwks, Key, _QuietServer
+from accesskeys import Issuer, Jwks, Key
 
 OWNER, REPO = "acme", "trader"
 REPOSITORY = f"{OWNER}/{REPO}"
@@ -126,22 +125,18 @@ class TokenRequests:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = _QuietServer(("127.0.0.1", lab.free_port()), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._http = lab.LoopbackHttp(Handler)
 
     @property
     def url(self) -> str:
         """As GitHub sets it: already carrying a query, so the client appends `&audience=`."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}/_apis/idtoken?api-version=2.0"
+        return f"{self._http.url}/_apis/idtoken?api-version=2.0"
 
     def environ(self) -> dict[str, str]:
         return {"ACTIONS_ID_TOKEN_REQUEST_URL": self.url, "ACTIONS_ID_TOKEN_REQUEST_TOKEN": self.request_token}
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._http.close()
 
 
 def job_token(issuer: GithubIssuer, key: Key, **claims: Any) -> Callable[[str], str]:

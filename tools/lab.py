@@ -61,7 +61,7 @@ class LoopbackHttp:
     Cloudflare's edge) in the tests."""
 
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+        self._server = _bound(handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
@@ -101,6 +101,22 @@ def silent_registry() -> Iterator[int]:
         for connection in held:
             connection.close()
         server.close()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hangs up early is no error of the stand-in's
+
+
+def _bound(handler: type[BaseHTTPRequestHandler], attempts: int = 5) -> ThreadingHTTPServer:
+    """A server bound to a free port: free_port() only says a port was free a moment ago, and another run
+    sharing DEPLOYPLAN_TEST_PORTS may take it first; then the next one."""
+    for _ in range(attempts - 1):
+        try:
+            return _QuietServer(("127.0.0.1", free_port()), handler)
+        except OSError:
+            continue
+    return _QuietServer(("127.0.0.1", free_port()), handler)
 
 
 def port_range(text: str) -> tuple[int, int]:
