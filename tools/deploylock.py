@@ -14,7 +14,7 @@ import importlib.metadata
 import re
 import sys
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,8 +117,12 @@ def parse_lock(text: str) -> Lock:
     return Lock(header, tuple(pins), tuple(problems))
 
 
-def _closure(requirements: Iterable[Requirement]) -> set[str]:
-    """What these requirements install here, as far as this Python's installed metadata tells."""
+def closure(
+    requirements: Iterable[Requirement], requires: Callable[[str], list[str] | None] = importlib.metadata.requires
+) -> set[str]:
+    """What these requirements install, as far as the installed metadata tells: this Python's, or that of another
+    environment through `requires` (a distribution's name -> its requirement strings; PackageNotFoundError or
+    None when it is not there)."""
     seen: set[tuple[str, frozenset[str]]] = set()
     todo = [(r.name, frozenset(r.extras)) for r in requirements]
     while todo:
@@ -127,10 +131,10 @@ def _closure(requirements: Iterable[Requirement]) -> set[str]:
             continue
         seen.add((canonicalize_name(name), extras))
         try:
-            requires = importlib.metadata.requires(name) or []
+            found = requires(name) or []
         except importlib.metadata.PackageNotFoundError:
             continue
-        for child in map(Requirement, requires):
+        for child in map(Requirement, found):
             if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in extras or {""}):
                 todo.append((child.name, frozenset(child.extras)))
     return {name for name, _ in seen}
@@ -139,7 +143,7 @@ def _closure(requirements: Iterable[Requirement]) -> set[str]:
 def agent_only(cli: list[Requirement], agent: list[Requirement]) -> frozenset[str]:
     """The packages only the agent needs: the extra's own names, and the known list and the extra's closure
     (where installed here) less the closure of the CLI's requirements."""
-    return frozenset({canonicalize_name(r.name) for r in agent} | ((AGENT_ONLY | _closure(agent)) - _closure(cli)))
+    return frozenset({canonicalize_name(r.name) for r in agent} | ((AGENT_ONLY | closure(agent)) - closure(cli)))
 
 
 def check_lock(lock: Lock, *, path: str, command: str, required: list[Requirement], root: str,

@@ -51,17 +51,6 @@ def distributions(cli: Cli) -> dict[str, list[Requirement]]:
     return {canonicalize_name(d.metadata["Name"]): [Requirement(r) for r in d.requires or []] for d in found}
 
 
-def closure(installed: dict[str, list[Requirement]], root: str) -> set[str]:
-    """What `root` needs, by the metadata of the versions installed (markers as on this Python, no extras)."""
-    seen, todo = set(), [root]
-    while todo:
-        name = canonicalize_name(todo.pop())
-        if name not in seen:
-            seen.add(name)
-            todo += [r.name for r in installed.get(name, []) if r.marker is None or r.marker.evaluate({"extra": ""})]
-    return seen
-
-
 def test_the_lean_venv_holds_the_lock_and_deployplan_and_nothing_more(lean: Cli) -> None:
     locked = {pin.name for pin in deploylock.parse_lock((REPO / deploylock.DEPLOY_LOCK).read_text()).pins}
     installed = distributions(lean)
@@ -69,7 +58,9 @@ def test_the_lean_venv_holds_the_lock_and_deployplan_and_nothing_more(lean: Cli)
     # The venv's own pip, and setuptools from requirements/build.txt (it built deployplan), are not the CLI's.
     assert set(installed) - {"pip", "setuptools"} == locked | {"deployplan"}
     # The lock is exactly the closure of deployplan's requirements, by the metadata of the locked versions.
-    assert closure(installed, "deployplan") == locked | {"deployplan"}
+    in_the_venv = {name: [str(r) for r in requirements] for name, requirements in installed.items()}
+    needed = deploylock.closure([Requirement("deployplan")], lambda name: in_the_venv.get(canonicalize_name(name)))
+    assert needed == locked | {"deployplan"}
     check = python(lean, "-m", "pip", "check")
     assert check.returncode == 0, check.stdout
 

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from token_registry import TokenRegistry, TokenServer
 
+import deployjob
 import lab
 from realparts import PREFIX, REPO, Agent, AgentFactory, Cli, Images
 from runner.core.envschema import load_env_schema
@@ -315,7 +316,7 @@ def test_deploy_is_manual_per_environment_and_maps_exactly_the_runtime_variables
 
 def install_step(deploy: dict[str, Any]) -> str:
     """The deploy job's install: the CLI alone from the hash-pinned lock, then the checkout without dependencies."""
-    (install,) = [run for run in runs(deploy) if "--require-hashes" in run]
+    install = deployjob.install_step()  # the one step with --require-hashes, as the install test runs it
     commands = install.replace("\\\n", " ").split()
     lines = [line.split() for line in install.replace("\\\n", " ").splitlines()]
     assert [line[:4] for line in lines] == [["python", "-m", "pip", "install"]] * 2, install
