@@ -60,16 +60,24 @@ class Credentials:
         return headers
 
 
-def _refuse_half_access_token(environ: Mapping[str, str]) -> None:
-    """One of the two Access variables without the other would send no Access headers at all: refused by name."""
+def half_access_token(environ: Mapping[str, str]) -> str | None:
+    """What is wrong when one of the two Access variables is set without the other (no Access headers at all
+    would be sent), or None: both set, or neither (an empty one counts as unset)."""
     names = ("CF_ACCESS_CLIENT_ID", "CF_ACCESS_CLIENT_SECRET")
     given = [name for name in names if environ.get(name)]
-    if len(given) == 1:
-        lacking = next(name for name in names if name not in given)
-        state = "empty (an empty GitHub secret arrives as an empty string)" if lacking in environ else "not set"
+    if len(given) != 1:
+        return None
+    lacking = next(name for name in names if name not in given)
+    state = "empty (an empty GitHub secret arrives as an empty string)" if lacking in environ else "not set"
+    return f"{given[0]} is set but {lacking} is {state}"
+
+
+def _refuse_half_access_token(environ: Mapping[str, str]) -> None:
+    """One of the two Access variables without the other: refused by name, before anything is sent."""
+    half = half_access_token(environ)
+    if half is not None:
         raise UsageError(
-            f"{given[0]} is set but {lacking} is {state}: set both, from the same Cloudflare Access service token, "
-            "or neither; nothing was sent"
+            f"{half}: set both, from the same Cloudflare Access service token, or neither; nothing was sent"
         )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from runner.cli.client import half_access_token
 from runner.core.envschema import EnvSchema, Variable
 
 Level = Literal["ok", "warn", "FAIL"]
@@ -84,20 +85,16 @@ def _passes(var: Variable) -> str:
 
 def access_pair(environ: Mapping[str, str]) -> Check:
     """CF_ACCESS_CLIENT_ID and CF_ACCESS_CLIENT_SECRET: both set, or both unset (an empty one counts as unset)."""
-    given = {n: bool(environ.get(n)) for n in ("CF_ACCESS_CLIENT_ID", "CF_ACCESS_CLIENT_SECRET")}
-    if all(given.values()):
+    half = half_access_token(environ)
+    if half is not None:
+        return fail(
+            "access token",
+            f"{half}: no Access headers could be sent",
+            "set both, from the same Cloudflare Access service token, or neither",
+        )
+    if environ.get("CF_ACCESS_CLIENT_ID"):
         return ok("access token", "CF_ACCESS_CLIENT_ID and CF_ACCESS_CLIENT_SECRET are both set")
-    if not any(given.values()):
-        return ok("access token", "no Cloudflare Access service token (direct access: DEPLOY_AGENT_TOKEN)")
-    have, lack = (n for n in sorted(given, key=lambda n: not given[n]))
-    state = "empty" if lack in environ else "not set"
-    return fail(
-        "access token",
-        f"{have} is set but {lack} is {state}"
-        + (f" ({EMPTY_SECRET})" if state == "empty" else "")
-        + ": no Access headers could be sent",
-        "set both, from the same Cloudflare Access service token, or neither",
-    )
+    return ok("access token", "no Cloudflare Access service token (direct access: DEPLOY_AGENT_TOKEN)")
 
 
 def clock(agent_date: str | None, now: float) -> Check:
