@@ -12,6 +12,7 @@ from typing import Any
 
 from runner.cli.oidc import what_to_change
 from runner.cli.preflight import LOW_DISK, Check, fail, ok, warn
+from runner.cli.report import readiness
 
 
 def whoami(answer: Mapping[str, Any], *, env: str, repository: str | None) -> list[Check]:
@@ -105,51 +106,37 @@ def disk(reported: Any) -> Check:
 
 def dry_run(answer: Mapping[str, Any], *, tag: str) -> list[Check]:
     """The agent's dry run of this tag: does the registry have it (with the server's credentials), may we deploy."""
-    checks = []
-    registry = answer.get("registry")
-    if not isinstance(registry, Mapping):
-        checks.append(warn("registry", "this agent's dry run does not ask the registry; the tag is not checked"))
-    elif registry.get("found") is True:
-        checks.append(ok("registry", f"the registry has {answer.get('image')} ({registry.get('digest')})"))
-    elif registry.get("busy") is True:  # not asked: unsure, not a "no"
-        reason = registry.get("reason") or "the agent was busy and did not ask the registry"
-        checks.append(warn("registry", reason))
-    else:
-        checks.append(
-            fail(
-                "registry",
-                f"the server cannot pull tag {tag}: {registry.get('reason') or 'the agent gives no reason'}",
-                f"push the image tagged {tag} (the runtime image workflow), or fix "
-                "DEPLOY_AGENT_REGISTRY_USERNAME / DEPLOY_AGENT_REGISTRY_PASSWORD on the server",
-            )
+    ready = readiness(answer)
+    environment = answer.get("environment")
+    if ready.registry == "found":
+        registry = ok("registry", f"the registry has {answer.get('image')} ({ready.said})")
+    elif ready.registry == "missing":
+        registry = fail(
+            "registry",
+            f"the server cannot pull tag {tag}: {ready.said}",
+            f"push the image tagged {tag} (the runtime image workflow), or fix "
+            "DEPLOY_AGENT_REGISTRY_USERNAME / DEPLOY_AGENT_REGISTRY_PASSWORD on the server",
         )
-    may = answer.get("may_deploy")
-    if may is True:
-        checks.append(
-            ok("dry run", f"the agent accepts the plan for {answer.get('environment')}, and this caller may deploy it")
+    else:  # busy (not asked) or an agent that does not ask: unsure, not a "no"
+        registry = warn("registry", ready.said if ready.registry == "busy" else f"{ready.said}; the tag is not checked")
+    if ready.may == "yes":
+        verdict = ok("dry run", f"the agent accepts the plan for {environment}, and this caller may deploy it")
+    elif ready.may == "token":  # the identity may deploy; the job's token may not
+        verdict = fail(
+            "dry run",
+            "the agent would refuse this deploy job's GitHub OIDC token (a deploy would get 403): "
+            + ready.token_reason,
+            what_to_change(ready.token_reason),
         )
-    elif may is False and answer.get("may_deploy_reason"):  # the identity may deploy; the job's token may not
-        reason = str(answer["may_deploy_reason"])
-        checks.append(
-            fail(
-                "dry run",
-                f"the agent would refuse this deploy job's GitHub OIDC token (a deploy would get 403): {reason}",
-                what_to_change(reason),
-            )
-        )
-    elif may is False:
-        checks.append(
-            fail(
-                "dry run",
-                f"the agent answers that this caller may not deploy {answer.get('environment')}",
-                "see the lines 'may deploy' and 'oidc' above",
-            )
+    elif ready.may == "identity":
+        verdict = fail(
+            "dry run",
+            f"the agent answers that this caller may not deploy {environment}",
+            "see the lines 'may deploy' and 'oidc' above",
         )
     else:
-        checks.append(
-            ok("dry run", f"the agent accepts the plan for {answer.get('environment')} (it does not say may_deploy)")
-        )
-    return checks
+        verdict = ok("dry run", f"the agent accepts the plan for {environment} (it does not say may_deploy)")
+    return [registry, verdict]
 
 
 def dry_run_refused(code: str, text: str, details: Sequence[Mapping[str, Any]]) -> Check:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from runner.cli.oidc import what_to_change
 from runner.core.secrets import Secret
@@ -72,20 +73,56 @@ def dry_run_report(answer: dict[str, Any], *, values: dict[str, str | Secret]) -
     return lines
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """What a dry-run answer says about the deploy it stands for, read once for `dry-run --agent` and `check`.
+
+    registry: `found` (said: its digest), `busy` (not asked: the agent was busy; ask again), `missing` (said: the
+    registry's or engine's words), `unknown` (an agent whose dry run does not ask). may: `yes`, `identity` (this
+    caller is not listed), `token` (the deploy job's GitHub OIDC token would be refused; token_reason says why),
+    `unknown` (the agent does not say)."""
+
+    registry: Literal["found", "busy", "missing", "unknown"]
+    said: str
+    may: Literal["yes", "identity", "token", "unknown"]
+    token_reason: str
+
+
+def readiness(answer: Mapping[str, Any]) -> Readiness:
+    registry = answer.get("registry")
+    kind: Literal["found", "busy", "missing", "unknown"]
+    if not isinstance(registry, Mapping):
+        kind, said = "unknown", "this agent's dry run does not ask the registry"
+    elif registry.get("found") is True:
+        kind, said = "found", str(registry.get("digest"))
+    elif registry.get("busy") is True:
+        kind, said = "busy", str(registry.get("reason") or "the agent is busy and did not ask the registry")
+    else:
+        kind, said = "missing", str(registry.get("reason") or "the agent gives no reason")
+    may_deploy, reason = answer.get("may_deploy"), str(answer.get("may_deploy_reason") or "")
+    may: Literal["yes", "identity", "token", "unknown"]
+    if may_deploy is True:
+        may = "yes"
+    elif may_deploy is False:
+        may = "token" if reason else "identity"
+    else:
+        may = "unknown"
+    return Readiness(registry=kind, said=printable(said), may=may, token_reason=printable(reason))
+
+
 def readiness_lines(answer: dict[str, Any]) -> list[str]:
     """Whether the registry has the tag (asked by the agent with its own credentials) and this caller may deploy."""
-    registry = answer.get("registry") or {}
-    if registry.get("found") is True:
-        found = f"has {answer.get('image')} ({printable(str(registry.get('digest')))})"
-    elif registry.get("busy") is True:
-        found = f"NOT ASKED: {printable(str(registry.get('reason') or 'the agent is busy'))}"
-    else:
-        found = f"NOT FOUND: {printable(str(registry.get('reason') or 'the agent did not say'))}"
-    may = answer.get("may_deploy")
-    allowed = "yes" if may is True else "NO" if may is False else "the agent did not say"
+    ready = readiness(answer)
+    found = {
+        "found": f"has {answer.get('image')} ({ready.said})",
+        "busy": f"NOT ASKED: {ready.said}",
+        "missing": f"NOT FOUND: {ready.said}",
+        "unknown": f"not known: {ready.said}",
+    }[ready.registry]
+    allowed = {"yes": "yes", "identity": "NO", "token": "NO", "unknown": "the agent did not say"}[ready.may]
     lines = [f"registry        {found}", f"may deploy      {allowed} (this caller, to {answer.get('environment')})"]
-    if answer.get("may_deploy_reason"):
-        lines.append(f"                {printable(str(answer['may_deploy_reason']))}")
+    if ready.token_reason:
+        lines.append(f"                {ready.token_reason}")
     return lines
 
 
@@ -93,21 +130,19 @@ def refusal(answer: dict[str, Any]) -> str | None:
     """Why a deploy of this dry run would not go through (the registry lacks the tag, the caller may not deploy,
     the deploy job's GitHub OIDC token would be refused: what to change), or why it could not be judged (the
     agent was too busy to ask the registry: ask again), or None."""
-    registry = answer.get("registry") or {}
-    busy = registry.get("found") is not True and registry.get("busy") is True
+    ready = readiness(answer)
     reasons = []
-    if registry.get("found") is not True and not busy:
-        reasons.append(f"the registry does not have it ({printable(str(registry.get('reason') or 'not said'))})")
-    token_refused = answer.get("may_deploy_reason")
-    if answer.get("may_deploy") is not True and token_refused:  # the identity may; the deploy job's token may not
-        reason = str(token_refused)
+    if ready.registry == "missing":
+        reasons.append(f"the registry does not have it ({ready.said})")
+    if ready.may == "token":
         reasons.append(
-            f"the agent would refuse the deploy job's GitHub OIDC token: {printable(reason)} "
-            f"(change: {what_to_change(reason)})"
+            f"the agent would refuse the deploy job's GitHub OIDC token: {ready.token_reason} "
+            f"(change: {what_to_change(ready.token_reason)})"
         )
-    elif answer.get("may_deploy") is not True:
+    elif ready.may == "identity":
         reasons.append(f"this caller may not deploy to {answer.get('environment')} (DEPLOY_AGENT_DEPLOYERS_<ENV>)")
     image = answer.get("image")
+    busy = ready.registry == "busy"
     if reasons:
         unasked = "; the registry was not asked (the agent was busy)" if busy else ""
         return f"a deploy of {image} would not go through: " + "; ".join(reasons) + f"{unasked}; nothing was touched"

@@ -579,3 +579,25 @@ def test_without_a_readable_deploy_workflow_the_secrets_are_not_said_to_be_set(
     for env in ("dev", "prod"):
         line = _github_lines(result)[f"{env} secrets"]
         assert line["level"] == "warn" and "not compared" in line["reason"], line
+
+
+@pytest.mark.parametrize(
+    ("answer", "refused", "levels"),
+    [
+        ({"registry": {"found": True, "digest": "sha256:" + "a" * 64}, "may_deploy": True}, False, ["ok", "ok"]),
+        ({"registry": {"found": False, "reason": "manifest unknown"}, "may_deploy": True}, True, ["FAIL", "ok"]),
+        ({"registry": {"found": False, "busy": True, "reason": "busy"}, "may_deploy": True}, True, ["warn", "ok"]),
+        ({"registry": {"found": True, "digest": "sha256:" + "a" * 64}, "may_deploy": False}, True, ["ok", "FAIL"]),
+        # An agent whose dry run says neither: unsure in both, a refusal in neither.
+        ({}, False, ["warn", "ok"]),
+    ],
+)
+def test_dry_run_and_check_read_a_dry_run_answer_alike(
+    answer: dict[str, Any], refused: bool, levels: list[str]
+) -> None:
+    from runner.cli import agentchecks
+    from runner.cli.report import refusal
+
+    answer = {"image": "ghcr.io/acme/trader/runtime:1.0.3", "environment": "dev", **answer}
+    assert (refusal(answer) is not None) == refused
+    assert [c.level for c in agentchecks.dry_run(answer, tag="1.0.3")] == levels
