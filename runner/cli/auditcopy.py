@@ -11,7 +11,7 @@ from typing import Any
 
 from runner.cli.client import AgentClient
 from runner.cli.errors import AgentUnreachable
-from runner.core.chain import ChainBroken, ChainVerifier, Head, canonical, parse
+from runner.core.chain import ChainBroken, ChainVerifier, Head, canonical, verify_lines
 from runner.core.errors import DeployplanError
 
 CHUNK = 64 * 1024
@@ -55,23 +55,22 @@ def pull(client: AgentClient, path: Path) -> Pulled:
     first; its last record must equal the agent's record of the same seq. Each page is appended whole, then
     synced: an interrupted pull leaves whole records, or at worst a torn last line that the next pull sets aside."""
     verifier = ChainVerifier(name=str(path))
-    torn, kept = 0, 0
+    torn, first = 0, None
     if path.exists():
-        last, kept = tail_of(path)
-        torn = path.stat().st_size - kept
         with path.open("rb") as f:
-            for number, raw in enumerate(_complete_lines(f, kept), start=1):
-                try:
-                    verifier.feed(number, raw)
-                except ChainBroken as e:
-                    raise CopyRefused(f"the copy is broken: {e}; nothing was appended") from e
-        if last is not None:
-            _same_as_agent(client, path, parse(last.decode("utf-8")))
+            try:
+                verified = verify_lines(f, name=str(path))
+            except ChainBroken as e:
+                raise CopyRefused(f"the copy is broken: {e}; nothing was appended") from e
+        torn = verified.torn_bytes
+        if verified.head is not None:
+            first = _same_as_agent(client, path, verified.head)
+            verifier.last_seq, verifier.last_hash = verified.head.seq, verified.head.hash
     added = 0
     with path.open("ab") as out:
         if torn:
-            out.truncate(kept)  # our own append, cut short: never part of the chain
-        for page in _pages(client, after=verifier.last_seq):
+            out.truncate(path.stat().st_size - torn)  # our own append, cut short: never part of the chain
+        for page in _pages(client, after=verifier.last_seq, first=first):
             lines = []
             for record in page:
                 try:
@@ -86,43 +85,45 @@ def pull(client: AgentClient, path: Path) -> Pulled:
     return Pulled(added=added, head=head, torn_bytes=torn)
 
 
-def _same_as_agent(client: AgentClient, path: Path, mine: Any) -> None:
-    seq = mine["seq"]
-    records = client.get("/v1/audit", after=seq - 1).get("records") or []
+def _same_as_agent(client: AgentClient, path: Path, mine: Head) -> dict[str, Any]:
+    """The agent's page from the copy's last record on, once that record is the agent's own (same seq, same
+    hash: the hash covers the whole record and the chain before it)."""
+    answer = client.get("/v1/audit", after=mine.seq - 1)
+    records = answer.get("records") or []
     theirs = records[0] if records and isinstance(records[0], dict) else None
-    if theirs is None or theirs.get("seq") != seq:
+    if theirs is None or theirs.get("seq") != mine.seq:
         raise CopyRefused(
-            f"{path}: the copy ends at record {seq}, but the agent has no record {seq}: its log is shorter than "
-            "this copy, so records were removed there; nothing was appended (keep this copy as evidence)"
+            f"{path}: the copy ends at record {mine.seq}, but the agent has no record {mine.seq}: its log is shorter "
+            "than this copy, so records were removed there; nothing was appended (keep this copy as evidence)"
         )
-    if theirs != mine:
+    if theirs.get("hash") != mine.hash:
         raise CopyRefused(
-            f"{path}: record {seq}, the copy's last, no longer matches the agent's record {seq} (hash "
-            f"{mine.get('hash')} here, {theirs.get('hash')} at the agent): one of the two logs was changed; "
+            f"{path}: record {mine.seq}, the copy's last, no longer matches the agent's record {mine.seq} (hash "
+            f"{mine.hash} here, {theirs.get('hash')} at the agent): one of the two logs was changed; "
             "nothing was appended (keep this copy as evidence, and pull into a new file to compare)"
         )
+    return answer
 
 
-def _pages(client: AgentClient, *, after: int) -> Iterator[list[dict[str, Any]]]:
-    """The agent's records after `after`, a page at a time, until it says there are no more."""
+def _pages(client: AgentClient, *, after: int, first: dict[str, Any] | None = None) -> Iterator[list[dict[str, Any]]]:
+    """The agent's records after `after`, a page at a time, until it says there are no more; `first` is a page
+    asked for already (it may begin at or before `after`: those records are the copy's)."""
+    answer = first
     while True:
-        answer = client.get("/v1/audit", after=after)
+        answer = answer if answer is not None else client.get("/v1/audit", after=after)
         records = answer.get("records")
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise AgentUnreachable(f"the agent at {client.url} answered /v1/audit without a list of records")
-        if records:
-            yield records
-            after = records[-1].get("seq", after)
+        fresh = [r for r in records if not isinstance(r.get("seq"), int) or r["seq"] > after]
+        if fresh:
+            yield fresh
+            after = fresh[-1].get("seq", after)
         more = answer.get("more")
         if more is None:  # an agent that does not say: a full page (SPEC: at most 1000) may have more behind it
             more = len(records) >= FULL_PAGE
         if not more or not records:
             return
-
-
-def _complete_lines(f: Any, size: int) -> Iterator[bytes]:
-    while f.tell() < size:
-        yield f.readline(size - f.tell())
+        answer = None
 
 
 def history_anchors(client: AgentClient) -> list[Head]:

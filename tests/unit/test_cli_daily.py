@@ -373,3 +373,27 @@ def test_pull_follows_the_pages_until_the_agent_says_no_more(
     server = (api.state_dir / "audit.jsonl").read_bytes()
     assert code == 0 and copy.read_bytes() == server and len(server.splitlines()) > 2
     assert out.startswith(f"{copy}: {len(server.splitlines())} new record(s)")
+
+
+def test_pull_asks_for_the_page_after_its_last_record_once(tmp_path: Path) -> None:
+    """The page that proves the copy's last record is the agent's also holds what follows it: not asked twice."""
+    from runner.cli.auditcopy import pull
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    record_deployment(log, "d1", "dev", "1.0.0", "succeeded")
+    lines = (tmp_path / "audit.jsonl").read_bytes().splitlines(keepends=True)
+    records = [json.loads(line) for line in lines]
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(b"".join(lines[:2]))
+
+    class Agent:
+        url, asked = "http://agent.test", []  # type: str, list[int]
+
+        def get(self, path: str, *, after: int) -> dict[str, object]:
+            self.asked.append(after)
+            return {"records": [r for r in records if r["seq"] > after], "more": False}
+
+    agent = Agent()
+    pulled = pull(agent, copy)  # type: ignore[arg-type]
+    assert agent.asked == [1]
+    assert pulled.added == len(records) - 2 and copy.read_bytes() == b"".join(lines)
