@@ -45,17 +45,21 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     if settings is not None:
         from runner.cli.githubsettings import github_checks
 
-        checks += github_checks(settings, workflow=WORKFLOW_PATH, schema=schema)
+        parsed = schema if isinstance(schema, EnvSchema) else None
+        checks += github_checks(settings, workflow=WORKFLOW_PATH, schema=parsed)
     _report(console, checks, env=args.env, as_json=args.json)
     return Exit.FAILED if any(c.level == "FAIL" for c in checks) else Exit.OK
 
 
-def _secrets_first(args: argparse.Namespace, console: Console) -> tuple[EnvSchema | None, dict[str, str | Secret]]:
-    """The table and the values it lists; in GitHub Actions every secret value is masked before anything prints."""
+def _secrets_first(
+    args: argparse.Namespace, console: Console
+) -> tuple[EnvSchema | InvalidInput, dict[str, str | Secret]]:
+    """The table (or why it does not parse) and the values it lists; in GitHub Actions every secret value is
+    masked before anything prints."""
     try:
         schema = load_env_schema(args.env_schema)
-    except InvalidInput:
-        return None, {}
+    except InvalidInput as e:
+        return e, {}
     values, _ = schema.read(console.environ)
     mask(console, [reveal(v) for v in values.values() if isinstance(v, Secret)], as_json=args.json)
     return schema, values
@@ -70,7 +74,7 @@ def mask(console: Console, values: list[str], *, as_json: bool) -> None:
 
 
 def _local(
-    args: argparse.Namespace, environ: Mapping[str, str], *, schema: EnvSchema | None, repository: str | None
+    args: argparse.Namespace, environ: Mapping[str, str], *, schema: EnvSchema | InvalidInput, repository: str | None
 ) -> tuple[list[Check], Plan | None]:
     """The plan lints and renders for ENV, the table parses, every variable is set as it says."""
     checks = _lint(args, repository=repository)
@@ -98,16 +102,14 @@ def _lint(args: argparse.Namespace, *, repository: str | None) -> list[Check]:
     return [fail("lint", p.format(), "fix that line (deployplan lint shows the same)") for p in problems]
 
 
-def _variables(args: argparse.Namespace, environ: Mapping[str, str], *, schema: EnvSchema | None) -> list[Check]:
-    if schema is not None:
-        parsed = ok("env schema", f"{args.env_schema} parses: {len(schema.variables)} variables")
-        return [parsed, *preflight.variables(schema, environ, env=args.env)]
-    try:
-        load_env_schema(args.env_schema)
-        reason = "unreadable"
-    except InvalidInput as e:
-        reason = e.problems[0].format() if e.problems else "invalid"
-    return [fail("env schema", f"{args.env_schema} does not parse: {reason}", "fix the table")]
+def _variables(
+    args: argparse.Namespace, environ: Mapping[str, str], *, schema: EnvSchema | InvalidInput
+) -> list[Check]:
+    if isinstance(schema, InvalidInput):
+        reason = schema.problems[0].format() if schema.problems else "invalid"
+        return [fail("env schema", f"{args.env_schema} does not parse: {reason}", "fix the table")]
+    parsed = ok("env schema", f"{args.env_schema} parses: {len(schema.variables)} variables")
+    return [parsed, *preflight.variables(schema, environ, env=args.env)]
 
 
 def _render_fix(message: str) -> str:
