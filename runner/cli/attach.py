@@ -6,8 +6,8 @@ import argparse
 
 from runner.cli.client import connect
 from runner.cli.console import Console
-from runner.cli.follow import Target
-from runner.cli.watch import LONGEST_DEPLOY, new_printer, watch
+from runner.cli.follow import Target, longest_deadline
+from runner.cli.watch import new_printer, watch
 from runner.core.secrets import Masker
 from runner.core.text import printable
 
@@ -40,7 +40,7 @@ def cmd_follow(args: argparse.Namespace, console: Console) -> int:
         args.deployment_id,
         target=target,
         masker=masker,
-        seconds=LONGEST_DEPLOY,
+        seconds=longest_deadline(),
         printer=printer,
         after=seq if isinstance(seq, int) else None,
     )

@@ -30,6 +30,16 @@ def deadline_seconds(plan: Plan) -> int:
     return plan.pull.timeout + plan.stop_remove.stop_timeout + plan.verify.timeout + DEADLINE_MARGIN
 
 
+def longest_deadline() -> int:
+    """The same for a deployment followed without its plan (`follow`): the longest timeouts the plan schema
+    allows, read from it."""
+    from runner.core.schema import PLAN_SCHEMA
+
+    pull, stop_remove, _, verify = PLAN_SCHEMA["properties"]["steps"]["prefixItems"]
+    maxima = (pull["properties"]["timeout"], stop_remove["properties"]["stop_timeout"], verify["properties"]["timeout"])
+    return sum(int(limit["maximum"]) for limit in maxima) + DEADLINE_MARGIN
+
+
 def _plain(text: str, *styles: str) -> str:
     return text
 

@@ -9,15 +9,12 @@ from typing import Any
 from runner.cli.client import AgentClient
 from runner.cli.console import Console
 from runner.cli.errors import AgentRefused, AgentUnreachable, DeployFailed, Exit
-from runner.cli.follow import DEADLINE_MARGIN, Printer, Target, follow, verify_status
+from runner.cli.follow import Printer, Target, follow, verify_status
 from runner.cli.github import append_summary, command, summary_markdown
 from runner.cli.refusal import not_followed
 from runner.core.secrets import Masker
 from runner.core.shapes import DeploymentDict
 from runner.core.text import printable
-
-# A deployment followed without its plan (`follow`) may use the longest timeouts the plan schema allows.
-LONGEST_DEPLOY = 3600 + 300 + 600 + DEADLINE_MARGIN
 
 
 def watch(

@@ -22,6 +22,7 @@ class OriginDict(TypedDict, total=False):
     sha: str
     ref: str
     workflow: str
+    verified: bool
 
 
 class StepDict(TypedDict):

@@ -397,3 +397,18 @@ def test_pull_asks_for_the_page_after_its_last_record_once(tmp_path: Path) -> No
     pulled = pull(agent, copy)  # type: ignore[arg-type]
     assert agent.asked == [1]
     assert pulled.added == len(records) - 2 and copy.read_bytes() == b"".join(lines)
+
+
+def test_follow_waits_as_long_as_the_longest_plan_the_schema_allows() -> None:
+    from conftest import plan
+    from runner.cli.follow import deadline_seconds, longest_deadline
+    from runner.core.plan import Plan, check_plan
+    from runner.core.schema import validator
+
+    longest = plan()
+    longest["steps"][0]["timeout"], longest["steps"][1]["stop_timeout"] = 3600, 300
+    longest["steps"][3]["timeout"] = 600
+    assert check_plan(longest, source="test") == []
+    assert deadline_seconds(Plan(source="test", data=longest)) == longest_deadline()
+    longest["steps"][3]["timeout"] = 601  # beyond the schema: the longest is the schema's
+    assert not validator("plan.schema.json").is_valid(longest)
