@@ -138,6 +138,28 @@ def test_64_dry_runs_on_a_registry_that_never_answers_leave_healthz_and_status_a
         assert f"did not answer about {silent.repository}:1.0.0 within 10 s" in str(registry["reason"])
 
 
+def test_the_shares_follow_the_workers_real_thread_count(make_agent: AgentFactory) -> None:
+    """gunicorn's post_worker_init sizes the shares from the worker's threads: with --threads 4, one registry
+    lookup per worker (a quarter), and the busy answer says so; the default 16 would have said 4 of 16."""
+    with lab.silent_registry() as port:
+        silent = Images(repository=f"127.0.0.1:{port}/{PREFIX}-threads/runtime", digests={})
+        agent = make_agent(
+            environments=("dev",),
+            extra_env={"DEPLOY_AGENT_IMAGE_REPOSITORY": silent.repository, "GUNICORN_CMD_ARGS": "--threads 4"},
+        )
+        body = {"plan": plan_data(silent, "1.0.0"), "env": RUNTIME_ENV, "dry_run": True}
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: requests.post(f"{agent.url}/v1/deploy", json=body, headers=agent.headers(), timeout=40),
+                    range(6),
+                )
+            )
+    busy = [a.json()["registry"] for a in answers if a.json()["registry"].get("busy") is True]
+    assert len(busy) >= 6 - 2, [a.json() for a in answers]
+    assert all("(at most 1 at once in each worker, a quarter of its 4 threads)" in b["reason"] for b in busy), busy
+
+
 def test_300_refusals_across_workers_leave_31_records_and_one_count(agent: Agent, images: Images) -> None:
     """Found in review: 16 threads made 1057 refusals in 15 s, and the audit log grew 6.6 MB."""
     bad = {"plan": {**plan_data(images, "1.0.0"), "steps": []}, "env": RUNTIME_ENV}
