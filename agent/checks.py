@@ -19,7 +19,7 @@ import docker.errors
 
 from agent.config import ConfigError, load_config
 from agent.dockerio import DOCKER_ERRORS
-from agent.jwks import fetch_key_ids
+from agent.jwks import JwksCache
 from agent.preflight import NETWORK_TIMEOUT, NOT_CHECKED, Check, Context, Line, existing_ancestor, free_space
 from agent.volumes import source_state
 from runner.core.secrets import Masker, reveal
@@ -159,7 +159,7 @@ def access_keys(ctx: Context) -> Iterator[Line]:
     if config is None or config.auth != "cloudflare-access" or config.access_certs_url is None:
         return
     try:
-        kids = fetch_key_ids(config.access_certs_url, timeout=NETWORK_TIMEOUT)
+        kids = JwksCache(config.access_certs_url, timeout=NETWORK_TIMEOUT).key_ids()
     except (OSError, ValueError) as e:
         yield Line(
             "FAIL",
@@ -176,7 +176,7 @@ def github_oidc_keys(ctx: Context) -> Iterator[Line]:
         return
     issuer = config.github.issuer
     try:
-        kids = fetch_key_ids(issuer, timeout=NETWORK_TIMEOUT, issuer=issuer)
+        kids = JwksCache.discovered(issuer, name="GitHub OIDC keys", timeout=NETWORK_TIMEOUT).key_ids()
     except (OSError, ValueError) as e:
         yield Line(
             "FAIL",

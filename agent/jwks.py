@@ -88,6 +88,11 @@ class JwksCache:
         """The keys of an OpenID issuer, found through its discovery document (`jwks_uri`)."""
         return cls(issuer.rstrip("/") + DISCOVERY_PATH, name=name, issuer=issuer.rstrip("/"), **options)
 
+    def key_ids(self) -> list[str]:
+        """The key ids of the RS256 signing keys served now, fetched once and kept nowhere (`deploy-agent check`);
+        raises OSError (unreachable, an HTTP error) or ValueError (no usable key, another issuer's document)."""
+        return sorted(_parse_jwks(self._download()))
+
     def load(self) -> None:
         """The first fetch, at startup; a failure is logged and retried on later requests."""
         with self._fetch_lock:
@@ -205,11 +210,3 @@ def _parse_jwks(body: bytes) -> dict[str, jwt.PyJWK]:
     if not keys:
         raise ValueError("the JWKS holds no RS256 signing key")
     return keys
-
-
-def fetch_key_ids(url: str, *, timeout: float = 5.0, issuer: str | None = None) -> list[str]:
-    """The key ids of the RS256 signing keys the JWKS at `url` serves now (with `issuer`: `url` is the issuer, and
-    its discovery document names the JWKS), fetched once and kept nowhere (for `deploy-agent check`); raises
-    OSError (unreachable, an HTTP error) or ValueError (no usable key, a discovery document of another issuer)."""
-    keys = JwksCache.discovered(issuer, name="check", timeout=timeout) if issuer else JwksCache(url, timeout=timeout)
-    return sorted(_parse_jwks(keys._download()))
